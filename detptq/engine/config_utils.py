@@ -1,0 +1,100 @@
+"""Config loading shared by the command-line tools: overrides, work dirs, data checks."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Iterable, Optional
+
+from mmengine.config import Config, DictAction
+
+__all__ = ['DictAction', 'load_config', 'check_data', 'check_checkpoint',
+           'set_data_root', 'dataloader_cfgs']
+
+DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
+                   'calib_dataloader')
+EVALUATOR_KEYS = ('val_evaluator', 'test_evaluator')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None,
+                work_dir: Optional[str] = None) -> Config:
+    """Read a config file, apply --cfg-options and pick a work_dir."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path!r}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs',
+                                osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def dataloader_cfgs(cfg: Config) -> Iterable[tuple]:
+    """Yield (key, dataloader cfg) for every data loader the config defines."""
+    for key in DATALOADER_KEYS:
+        loader = cfg.get(key)
+        if loader is not None:
+            yield key, loader
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every data loader and COCO evaluator of ``cfg`` at ``data_root``."""
+    old = cfg.get('data_root')
+    cfg.data_root = data_root
+    for _, loader in dataloader_cfgs(cfg):
+        loader.dataset.data_root = data_root
+    for key in EVALUATOR_KEYS:
+        evaluator = cfg.get(key)
+        if evaluator is None or 'ann_file' not in evaluator:
+            continue
+        ann = evaluator.ann_file
+        if old and ann.startswith(old):
+            ann = ann[len(old):]
+        evaluator.ann_file = osp.join(data_root, ann.lstrip('/'))
+
+
+def _dataset_files(loader_cfg) -> list:
+    dataset = loader_cfg.dataset
+    root = dataset.get('data_root') or ''
+    files = []
+    if dataset.get('ann_file'):
+        files.append(osp.join(root, dataset.ann_file))
+    img_dir = (dataset.get('data_prefix') or {}).get('img')
+    if img_dir:
+        files.append(osp.join(root, img_dir))
+    return files
+
+
+def check_data(cfg: Config, keys: Iterable[str]) -> None:
+    """Fail with one clear sentence when a data set the run needs is missing.
+
+    Demo data (configs with ``demo_data``) is generated on first use instead.
+    """
+    demo = cfg.get('demo_data')
+    if demo is not None:
+        from detptq.datasets.demo_data import ensure_demo_dataset
+        ensure_demo_dataset(cfg.data_root, **demo)
+        return
+    for key in keys:
+        loader = cfg.get(key)
+        if loader is None:
+            continue
+        for path in _dataset_files(loader):
+            if not osp.exists(path):
+                raise FileNotFoundError(
+                    f'{key}: {path!r} does not exist. Put COCO 2017 there '
+                    '(images in val2017/ and train2017/, annotations in '
+                    'annotations/instances_*2017.json, from cocodataset.org) '
+                    'or point the run at your copy with --data-root DIR.')
+
+
+def check_checkpoint(path: Optional[str]) -> None:
+    """Fail with one clear sentence when a checkpoint path is missing."""
+    if path and not osp.isfile(path) and '://' not in path:
+        raise FileNotFoundError(
+            f'checkpoint {path!r} does not exist. For official YOLOv6/YOLOv7 '
+            'releases download the .pt file and convert it with '
+            '`python tools/convert_ckpt.py SRC.pt OUT.pth`; demo checkpoints '
+            'are in checkpoints/.')
+

@@ -1,0 +1,58 @@
+"""Evaluate a detector checkpoint with mmdet's CocoMetric.
+
+    python tools/test.py configs/demo/yolov6n_demo.py checkpoints/yolov6n_demo.pth
+    python tools/test.py configs/yolov6s_coco.py yolov6s.pth --data-root /data/coco
+
+Deploy-form checkpoints (RepVGG blocks already fused, as the demo checkpoints
+and converted official files are) are detected from their keys, and the model
+is switched to deploy form before loading.
+"""
+import argparse
+import json
+import os.path as osp
+
+from mmengine.runner import Runner
+
+from detptq.engine.config_utils import (DictAction, check_checkpoint,
+                                        check_data, load_config, set_data_root)
+from detptq.models.deploy import switch_to_deploy
+from detptq.utils.checkpoint import is_deploy_checkpoint
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='COCO mAP of a checkpoint.')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth, plain tensors)')
+    parser.add_argument('--work-dir', help='where logs go')
+    parser.add_argument('--data-root', help='data set root (default: the config\'s)')
+    parser.add_argument('--out', help='write the metrics to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    check_checkpoint(args.checkpoint)
+    check_data(cfg, ['test_dataloader'])
+    cfg.load_from = args.checkpoint
+    # a checkpoint's state_dict already holds the EMA weights
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
+                        if h.get('type') != 'EMAHook']
+    runner = Runner.from_cfg(cfg)
+    if is_deploy_checkpoint(args.checkpoint):
+        switch_to_deploy(runner.model)
+    metrics = runner.test()
+    print(json.dumps(metrics, indent=2))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(config=osp.abspath(args.config),
+                           checkpoint=osp.abspath(args.checkpoint),
+                           metrics=metrics), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
