@@ -1,0 +1,13 @@
+"""Calibrators (registry ``CALIBRATORS``): ``observe(x)`` then ``compute(quantizer) -> (scale, zero_point)``."""
+from .base import BaseCalibrator, channel_view, range_to_qparams
+from .ema_minmax import EMAMinMaxCalibrator
+from .kl import ImprovedKLCalibrator, KLCalibrator
+from .lp_search import LpSearchCalibrator
+from .minmax import MinMaxCalibrator
+from .percentile import PercentileCalibrator
+
+__all__ = [
+    'BaseCalibrator', 'channel_view', 'range_to_qparams', 'MinMaxCalibrator',
+    'EMAMinMaxCalibrator', 'PercentileCalibrator', 'LpSearchCalibrator',
+    'KLCalibrator', 'ImprovedKLCalibrator'
+]

@@ -1,0 +1,97 @@
+"""Calibrator base class and the one place that turns a float range into (scale, zero_point)."""
+from typing import Tuple
+
+import torch
+
+from detptq.quantization.quantizer import MIN_SCALE
+
+
+def range_to_qparams(quantizer, lo: torch.Tensor, hi: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point that map the range ``[lo, hi]`` onto ``quantizer``'s codes.
+
+    Works elementwise on tensors of any shape (per channel, or a batch of
+    candidate ranges). The range is widened to include 0 so that zero is
+    exactly representable (zero padding, ReLU outputs).
+
+    - signed symmetric: ``s = max(|lo|, |hi|) / (2^(k-1) - 1)`` (also with full range),
+    - unsigned symmetric: ``s = hi / (2^k - 1)`` (negatives clip to 0),
+    - asymmetric: ``s = (hi - lo) / (2^k - 1)``, ``z = clamp(-round(lo / s), 0, 2^k - 1)``.
+    """
+    lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
+    hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
+    qmin, qmax = quantizer.qmin, quantizer.qmax
+    if quantizer.symmetric:
+        amax = hi if quantizer.unsigned else torch.maximum(-lo, hi)
+        scale = (amax / qmax).clamp_min(MIN_SCALE)
+        zero_point = torch.zeros_like(scale)
+    else:
+        scale = ((hi - lo) / (qmax - qmin)).clamp_min(MIN_SCALE)
+        zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+    return scale, zero_point
+
+
+def channel_view(x: torch.Tensor, per_channel: bool, ch_axis: int) -> torch.Tensor:
+    """View ``x`` as ``(C, N)`` (per channel along ``ch_axis``) or ``(1, N)`` (per tensor)."""
+    x = x.detach().float()
+    if not per_channel:
+        return x.reshape(1, -1)
+    return x.transpose(0, ch_axis).reshape(x.shape[ch_axis], -1)
+
+
+def squeeze_per_tensor(values: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """Per-tensor statistics are computed as shape ``(1,)``; quantizers want ``()``."""
+    return values if per_channel else values.reshape(())
+
+
+class BaseCalibrator:
+    """Accumulates statistics with ``observe(x)``; ``compute(quantizer)`` returns (scale, zero_point).
+
+    Granularity (``per_channel``, ``ch_axis``) belongs to the quantizer, which
+    calls ``configure()`` when it builds its calibrator.
+    """
+
+    supports_per_channel = True
+
+    def __init__(self) -> None:
+        self.per_channel = False
+        self.ch_axis = 0
+        self.reset()
+
+    def configure(self, per_channel: bool, ch_axis: int) -> None:
+        """Set the granularity of the statistics (called by the owning quantizer)."""
+        if per_channel and not self.supports_per_channel:
+            raise ValueError(f'{type(self).__name__} supports per-tensor calibration only '
+                             '(per_channel=True given)')
+        self.per_channel = per_channel
+        self.ch_axis = ch_axis
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all observed statistics."""
+
+    @property
+    def has_data(self) -> bool:
+        """True once at least one tensor was observed."""
+        raise NotImplementedError
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Accumulate statistics of ``x``."""
+        raise NotImplementedError
+
+    def compute(self, quantizer) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Scale and zero point for ``quantizer`` from the accumulated statistics."""
+        raise NotImplementedError
+
+    def _check_has_data(self) -> None:
+        if not self.has_data:
+            raise RuntimeError(f'{type(self).__name__}.compute() called before any observe()')
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_view(x, self.per_channel, self.ch_axis)
+
+    def _finish(self, quantizer, lo: torch.Tensor, hi: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        scale, zero_point = range_to_qparams(quantizer, lo, hi)
+        return (squeeze_per_tensor(scale, self.per_channel),
+                squeeze_per_tensor(zero_point, self.per_channel))

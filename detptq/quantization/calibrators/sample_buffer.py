@@ -1,0 +1,54 @@
+"""Memory-bounded random sample of observed values, per channel or per tensor."""
+from typing import List, Optional
+
+import torch
+
+
+class SampleBuffer:
+    """Keeps at most ``max_samples`` values in total (split evenly over channels).
+
+    While the budget is not exceeded every value is kept, so small data give
+    exact statistics; beyond it, uniformly random columns are kept (the same
+    positions for all channels), which preserves quantiles in expectation.
+    """
+
+    def __init__(self, max_samples: int = 1_000_000, seed: int = 0):
+        if not isinstance(max_samples, int) or max_samples < 1:
+            raise ValueError(f'max_samples={max_samples!r} is invalid; expected a positive int')
+        self.max_samples = max_samples
+        self.generator = torch.Generator().manual_seed(seed)
+        self.chunks: List[torch.Tensor] = []
+        self.seen = 0  # values observed per channel, kept or not
+
+    def _budget(self, num_channels: int) -> int:
+        return max(1, self.max_samples // num_channels)
+
+    def _subsample(self, view: torch.Tensor, keep: int) -> torch.Tensor:
+        if view.shape[1] <= keep:
+            return view
+        idx = torch.randperm(view.shape[1], generator=self.generator)[:keep]
+        return view[:, idx]
+
+    def add(self, view: torch.Tensor) -> None:
+        """Add a ``(C, N)`` view of new values."""
+        budget = self._budget(view.shape[0])
+        seen_before, new_count = self.seen, view.shape[1]
+        self.seen += new_count
+        if seen_before + new_count <= budget:
+            self.chunks.append(view)
+            return
+        # Keep old and new values in proportion to how many of each were seen,
+        # so the kept set stays a uniform sample of everything observed.
+        keep_old = round(budget * seen_before / self.seen)
+        old = self.values()
+        parts = [] if old is None else [self._subsample(old, keep_old)]
+        parts.append(self._subsample(view, budget - sum(p.shape[1] for p in parts)))
+        self.chunks = [torch.cat(parts, dim=1)]
+
+    def values(self) -> Optional[torch.Tensor]:
+        """All kept values as ``(C, N)``, or None before the first ``add``."""
+        if not self.chunks:
+            return None
+        if len(self.chunks) > 1:
+            self.chunks = [torch.cat(self.chunks, dim=1)]
+        return self.chunks[0]
