@@ -9,12 +9,12 @@ The threshold minimising KL(P || Q) wins.
 CFWS improvements (METHOD.md §2):
 
 - ``log_diff=True`` evaluates ``sum P * (log P - log Q)`` over bins with P > 0,
-  flooring Q at ``1e-10``. The default TensorRT-style path evaluates
-  ``sum P * log(P / Q)`` after smoothing both distributions (zero bins get
-  ``eps``, taken from the non-zero ones), which is how the classic
-  implementation avoids dividing by an empty Q bin (the last P bin holds the
-  outliers while its Q bin may be empty). The two agree except where such
-  zero handling matters.
+  flooring Q at ``LOG_FLOOR`` inside the logarithm. The default TensorRT-style
+  path evaluates ``sum P * log(P / Q)`` (as ``scipy.stats.entropy`` does in
+  NVIDIA's reference calibrator), which is infinite whenever P > 0 meets an
+  empty Q bin: that happens when the outliers are added to a last bin that is
+  itself empty, and such thresholds are then never chosen. Everywhere else the
+  two forms are equal.
 - ``relu_fusion=True`` builds the histogram on ``relu(x)`` when the observed
   tensor passes a ReLU before it is used (``followed_by_relu=True``). detptq
   quantizes activations at module inputs, which are already the outputs of
@@ -23,6 +23,7 @@ CFWS improvements (METHOD.md §2):
   Set ``followed_by_relu=True`` (per layer via the wrapper's ``overrides``)
   for a quantization point that sits before a ReLU; otherwise it is ignored.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -31,47 +32,56 @@ from detptq.registry import CALIBRATORS
 from .base import BaseCalibrator
 from .histogram import AbsHistogram
 
-_CANDIDATES_PER_CHUNK = 256
-_LOG_FLOOR = 1e-10
+#: floor of Q inside the logarithm on the log-difference path
+LOG_FLOOR = 1e-10
 
 
-def smooth_distribution(p: torch.Tensor, eps: float) -> torch.Tensor:
-    """Give each empty bin ``eps`` mass, taken evenly from the non-empty bins (rows of ``p``)."""
-    zeros = p == 0
-    n_zero = zeros.sum(dim=-1, keepdim=True).double()
-    n_nonzero = (p.shape[-1] - n_zero).clamp_min(1)
-    taken = eps * n_zero / n_nonzero
-    return torch.where(zeros, torch.full_like(p, eps), (p - taken).clamp_min(eps * 1e-3))
+def kl_per_threshold(hist: torch.Tensor, levels: int, log_diff: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """KL(P || Q) for every candidate threshold ``i`` in ``levels .. bins`` (bins of ``hist``).
 
-
-def candidate_distributions(hist: torch.Tensor, candidates: torch.Tensor, levels: int
-                            ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Normalised P (with outliers) and Q (``levels`` quantized) for each candidate, ``(n, bins)``."""
-    bins = hist.numel()
-    n = candidates.numel()
-    j = torch.arange(bins)
-    inside = j[None] < candidates[:, None]
-    ref = hist[None] * inside
-    outliers = hist.sum() - torch.cumsum(hist, 0)[candidates - 1]
-    p = ref.clone()
-    p[torch.arange(n), candidates - 1] += outliers
-    group = torch.where(inside, (j[None] * levels) // candidates[:, None], torch.zeros_like(j[None]))
-    group_sum = torch.zeros(n, levels, dtype=hist.dtype).scatter_add_(1, group, ref)
-    group_count = torch.zeros(n, levels, dtype=hist.dtype).scatter_add_(1, group, (ref > 0).to(hist.dtype))
-    per_bin = torch.gather(group_sum / group_count.clamp_min(1), 1, group)
-    q = torch.where(ref > 0, per_bin, torch.zeros_like(per_bin))
-    p = p / p.sum(dim=1, keepdim=True)
-    q = q / q.sum(dim=1, keepdim=True).clamp_min(1e-300)
-    return p, q
-
-
-def kl_divergence(p: torch.Tensor, q: torch.Tensor, log_diff: bool, eps: float) -> torch.Tensor:
-    """KL(P || Q) per row, either as ``log P - log Q`` (CFWS) or ``log(P / Q)`` after smoothing (TensorRT)."""
-    if log_diff:
-        terms = p * (torch.log(p.clamp_min(_LOG_FLOOR)) - torch.log(q.clamp_min(_LOG_FLOOR)))
-        return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(dim=1)
-    p, q = smooth_distribution(p, eps), smooth_distribution(q, eps)
-    return (p * torch.log(p / q)).sum(dim=1)
+    P: ``hist[:i]`` plus all counts beyond the threshold in bin ``i - 1``.
+    Q: bin ``j < i`` joins group ``floor(j * levels / i)``; each group's mass is
+    spread evenly over its non-empty bins. Within a group Q is constant, so the
+    sum decomposes into cumulative sums of ``h``, ``h log h`` and the
+    non-empty-bin count: O(levels) per candidate instead of O(bins).
+    Returns ``(candidates, kl)``; ``kl`` is ``inf`` where the ratio form meets
+    an empty Q bin under a non-empty P bin.
+    """
+    h = hist.double()
+    bins = h.numel()
+    total = h.sum()
+    zero = torch.zeros(1, dtype=torch.float64)
+    cum = torch.cat([zero, torch.cumsum(h, 0)])                       # cum[k] = sum h[:k]
+    cum_hlogh = torch.cat([zero, torch.cumsum(torch.xlogy(h, h), 0)])
+    cum_nz = torch.cat([zero, torch.cumsum((h > 0).double(), 0)])
+    cand = torch.arange(levels, bins + 1)                              # (n,)
+    g = torch.arange(levels + 1)
+    # Group g covers bins [ceil(g * i / levels), ceil((g + 1) * i / levels)).
+    edges = torch.div(g[None] * cand[:, None] + levels - 1, levels, rounding_mode='floor')  # (n, L+1)
+    group_sum = cum[edges[:, 1:]] - cum[edges[:, :-1]]
+    group_nz = cum_nz[edges[:, 1:]] - cum_nz[edges[:, :-1]]
+    inside = cum[cand]                                                 # Q's normaliser
+    outliers = total - inside
+    last = h[cand - 1]
+    # log q of each group (valid where the group has non-empty bins).
+    log_q = torch.log(group_sum.clamp_min(1e-300)) - torch.log(group_nz.clamp_min(1)) \
+        - torch.log(inside)[:, None]
+    has_mass = group_nz > 0
+    # sum_j P_j log P_j, with the last bin holding the outliers.
+    p_last = (last + outliers) / total
+    neg_entropy = cum_hlogh[cand - 1] / total \
+        - math.log(float(total)) * (inside - last) / total + torch.xlogy(p_last, p_last)
+    # sum_j P_j log Q_j over bins inside the range (their P mass is h_j / total).
+    cross = torch.where(has_mass, group_sum * log_q, torch.zeros_like(log_q)).sum(1) / total
+    # The outlier mass sits in bin i-1: its Q is the last group's value if that bin
+    # is non-empty, otherwise zero (ratio form: infinite; log form: floored).
+    last_empty = last == 0
+    log_q_last = torch.where(last_empty, torch.full_like(last, math.log(LOG_FLOOR)), log_q[:, -1])
+    cross = cross + outliers / total * log_q_last
+    kl = neg_entropy - cross
+    if not log_diff:
+        kl = torch.where(last_empty & (outliers > 0), torch.full_like(kl, math.inf), kl)
+    return cand, kl
 
 
 @CALIBRATORS.register_module()
@@ -85,14 +95,13 @@ class KLCalibrator(BaseCalibrator):
             (128 for int8), or ``2^k`` for unsigned quantizers and for
             asymmetric ones on non-negative data (their grid spends every code on [0, T]).
         log_diff, relu_fusion, followed_by_relu: see the module docstring.
-        eps: smoothing mass of the TensorRT-style path.
     """
 
     supports_per_channel = False
 
     def __init__(self, bins: int = 2048, num_quantized_bins: Optional[int] = None,
                  log_diff: bool = False, relu_fusion: bool = False,
-                 followed_by_relu: bool = False, eps: float = 1e-4):
+                 followed_by_relu: bool = False):
         for key, value in (('log_diff', log_diff), ('relu_fusion', relu_fusion),
                            ('followed_by_relu', followed_by_relu)):
             if not isinstance(value, bool):
@@ -106,7 +115,6 @@ class KLCalibrator(BaseCalibrator):
         self.log_diff = log_diff
         self.relu_fusion = relu_fusion
         self.followed_by_relu = followed_by_relu
-        self.eps = float(eps)
         AbsHistogram(bins)  # validates ``bins`` now rather than at the first batch
         super().__init__()
 
@@ -141,14 +149,7 @@ class KLCalibrator(BaseCalibrator):
 
     def kl_per_candidate(self, levels: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Candidate threshold bin counts and their KL divergences."""
-        hist = self.histogram.counts
-        candidates = torch.arange(levels, self.bins + 1)
-        kls = []
-        for start in range(0, candidates.numel(), _CANDIDATES_PER_CHUNK):
-            chunk = candidates[start:start + _CANDIDATES_PER_CHUNK]
-            p, q = candidate_distributions(hist, chunk, levels)
-            kls.append(kl_divergence(p, q, self.log_diff, self.eps))
-        return candidates, torch.cat(kls)
+        return kl_per_threshold(self.histogram.counts, levels, self.log_diff)
 
     def threshold(self, quantizer) -> float:
         """The |x| clipping threshold minimising KL."""
@@ -176,6 +177,6 @@ class ImprovedKLCalibrator(KLCalibrator):
 
     def __init__(self, bins: int = 2048, num_quantized_bins: Optional[int] = None,
                  log_diff: bool = True, relu_fusion: bool = True,
-                 followed_by_relu: bool = False, eps: float = 1e-4):
+                 followed_by_relu: bool = False):
         super().__init__(bins=bins, num_quantized_bins=num_quantized_bins, log_diff=log_diff,
-                         relu_fusion=relu_fusion, followed_by_relu=followed_by_relu, eps=eps)
+                         relu_fusion=relu_fusion, followed_by_relu=followed_by_relu)
