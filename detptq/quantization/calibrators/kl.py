@@ -95,15 +95,20 @@ class KLCalibrator(BaseCalibrator):
             (128 for int8), or ``2^k`` for unsigned quantizers and for
             asymmetric ones on non-negative data (their grid spends every code on [0, T]).
         log_diff, relu_fusion, followed_by_relu: see the module docstring.
+        flatten_zero_bin: replace the count of bin 0 by that of bin 1 before the
+            search, as NVIDIA's reference entropy calibrator does: exact zeros
+            (ReLU outputs, padding) form a spike that Q spreads over a whole
+            group, and that artefact alone would pull the threshold down.
     """
 
     supports_per_channel = False
 
     def __init__(self, bins: int = 2048, num_quantized_bins: Optional[int] = None,
                  log_diff: bool = False, relu_fusion: bool = False,
-                 followed_by_relu: bool = False):
+                 followed_by_relu: bool = False, flatten_zero_bin: bool = True):
         for key, value in (('log_diff', log_diff), ('relu_fusion', relu_fusion),
-                           ('followed_by_relu', followed_by_relu)):
+                           ('followed_by_relu', followed_by_relu),
+                           ('flatten_zero_bin', flatten_zero_bin)):
             if not isinstance(value, bool):
                 raise ValueError(f'{type(self).__name__}: {key}={value!r} is invalid; expected True or False')
         if num_quantized_bins is not None and (not isinstance(num_quantized_bins, int)
@@ -115,6 +120,7 @@ class KLCalibrator(BaseCalibrator):
         self.log_diff = log_diff
         self.relu_fusion = relu_fusion
         self.followed_by_relu = followed_by_relu
+        self.flatten_zero_bin = flatten_zero_bin
         AbsHistogram(bins)  # validates ``bins`` now rather than at the first batch
         super().__init__()
 
@@ -149,7 +155,10 @@ class KLCalibrator(BaseCalibrator):
 
     def kl_per_candidate(self, levels: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Candidate threshold bin counts and their KL divergences."""
-        return kl_per_threshold(self.histogram.counts, levels, self.log_diff)
+        hist = self.histogram.counts.clone()
+        if self.flatten_zero_bin:
+            hist[0] = hist[1]
+        return kl_per_threshold(hist, levels, self.log_diff)
 
     def threshold(self, quantizer) -> float:
         """The |x| clipping threshold minimising KL."""
@@ -177,6 +186,7 @@ class ImprovedKLCalibrator(KLCalibrator):
 
     def __init__(self, bins: int = 2048, num_quantized_bins: Optional[int] = None,
                  log_diff: bool = True, relu_fusion: bool = True,
-                 followed_by_relu: bool = False):
+                 followed_by_relu: bool = False, flatten_zero_bin: bool = True):
         super().__init__(bins=bins, num_quantized_bins=num_quantized_bins, log_diff=log_diff,
-                         relu_fusion=relu_fusion, followed_by_relu=followed_by_relu)
+                         relu_fusion=relu_fusion, followed_by_relu=followed_by_relu,
+                         flatten_zero_bin=flatten_zero_bin)
