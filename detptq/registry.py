@@ -46,3 +46,9 @@ CALIBRATORS = Registry('calibrator', scope='detptq',
                        locations=['detptq.quantization.calibrators'])
 RECONSTRUCTORS = Registry('reconstructor', scope='detptq',
                           locations=['detptq.reconstruction'])
+
+# mmdet registers its modules lazily, by its own scope; a lookup that falls
+# back from our child registry would miss the ones not yet imported.
+from mmdet.utils import register_all_modules  # noqa: E402
+
+register_all_modules(init_default_scope=False)

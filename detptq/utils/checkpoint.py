@@ -36,17 +36,39 @@ def _allowed_globals() -> list:
                     if n.endswith('DType')]
     try:
         from mmengine.config import ConfigDict
-        from mmengine.logging import HistoryBuffer
-        allowed += [HistoryBuffer, ConfigDict]
+        allowed.append(ConfigDict)
     except ImportError:  # mmengine is optional for plain state dicts
         pass
     return allowed
+
+
+_TRUSTED_DIRS: set = set()
+
+
+def trust_directory(path: str) -> None:
+    """Allow full unpickling of checkpoints below ``path`` (a run's own work dir)."""
+    _TRUSTED_DIRS.add(os.path.realpath(path))
+
+
+def _is_trusted(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real.startswith(d + os.sep) for d in _TRUSTED_DIRS)
+
+
+def _unsupported_global(err: Exception) -> str:
+    """The 'Unsupported global: GLOBAL x' sentence of torch's long message."""
+    for line in str(err).splitlines():
+        if 'GLOBAL' in line:
+            return line.strip().split('. Please')[0]
+    return str(err).splitlines()[0]
 
 
 def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
     """Load a checkpoint with weights_only=True plus mmengine's own classes."""
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint file not found: {path!r}')
+    if _is_trusted(path):
+        return torch.load(path, map_location=map_location, weights_only=False)
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location=map_location,
@@ -57,7 +79,7 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
             'not loaded (it could run arbitrary code). If it is an official '
             'YOLOv6/YOLOv7 release or an mmyolo file, convert it first: '
             f'`python tools/convert_ckpt.py {path} OUT.pth`. '
-            f'torch said: {str(err).splitlines()[0]}') from err
+            f'torch said: {_unsupported_global(err)}') from err
 
 
 def _to_plain(obj: Any) -> Any:

@@ -1,0 +1,31 @@
+"""COCO evaluation of a detector through mmdet's evaluator, with a progress bar."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from mmengine.evaluator import Evaluator
+from tqdm import tqdm
+
+# CocoMetric's keys -> the short names used in result.json and the leaderboard
+COCO_KEYS = {'coco/bbox_mAP': 'mAP', 'coco/bbox_mAP_50': 'AP50',
+             'coco/bbox_mAP_75': 'AP75', 'coco/bbox_mAP_s': 'APs',
+             'coco/bbox_mAP_m': 'APm', 'coco/bbox_mAP_l': 'APl'}
+
+
+def short_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
+    """Rename CocoMetric's keys to mAP/AP50/AP75/APs/APm/APl (others dropped)."""
+    return {short: float(metrics[key]) for key, short in COCO_KEYS.items()
+            if key in metrics}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataloader, evaluator: Evaluator,
+             desc: str = 'eval') -> Dict[str, float]:
+    """Run ``model.test_step`` over ``dataloader`` and return the evaluator's metrics."""
+    model.eval()
+    for data_batch in tqdm(dataloader, desc=desc, unit='batch',
+                           dynamic_ncols=True):
+        outputs = model.test_step(data_batch)
+        evaluator.process(data_samples=outputs, data_batch=data_batch)
+    return evaluator.evaluate(len(dataloader.dataset))
