@@ -39,11 +39,15 @@ def test_ema_minmax_after_two_batches_exact():
 def test_percentile_matches_numpy():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(20_000, generator=gen) * 2 + 0.5
-    sym = quantizer_with(dict(type='PercentileCalibrator', percentile=99.9), bits=8, narrow_range=True)
+    sym = quantizer_with(dict(type='PercentileCalibrator', percentile=99.9),
+                         bits=8,
+                         narrow_range=True)
     sym.observe(x)
     expected = np.percentile(np.abs(x.numpy()), 99.9)
     assert sym.compute_params()[0].item() == pytest.approx(expected / 127, rel=1e-5)
-    asym = quantizer_with(dict(type='PercentileCalibrator', percentile=99.0), bits=8, symmetric=False)
+    asym = quantizer_with(dict(type='PercentileCalibrator', percentile=99.0),
+                          bits=8,
+                          symmetric=False)
     asym.observe(x[:10_000])
     asym.observe(x[10_000:])
     lo, hi = np.percentile(x.numpy(), 1.0), np.percentile(x.numpy(), 99.0)
@@ -53,7 +57,8 @@ def test_percentile_matches_numpy():
 def test_percentile_sampling_is_bounded_and_close():
     gen = torch.Generator().manual_seed(1)
     q = quantizer_with(dict(type='PercentileCalibrator', percentile=99.0, max_samples=5_000),
-                       bits=8, narrow_range=True)
+                       bits=8,
+                       narrow_range=True)
     batches = [torch.randn(20_000, generator=gen) for _ in range(3)]
     for b in batches:
         q.observe(b)
@@ -69,7 +74,7 @@ def brute_force_mse_scale(x: torch.Tensor, bits: int, ratios: torch.Tensor) -> f
     for r in ratios.tolist():
         q = UniformQuantizer(bits=bits)
         q.set_params(amax * r / q.qmax)
-        err = float(((q(x) - x) ** 2).mean())
+        err = float(((q(x) - x)**2).mean())
         if err < best_err:
             best, best_err = q.scale.item(), err
     return best
@@ -88,7 +93,8 @@ def test_lp_p2_picks_mse_optimal_clip():
 
 def test_lp_per_channel_vectorised_matches_per_channel_loop(monkeypatch):
     gen = torch.Generator().manual_seed(3)
-    w = torch.randn(5, 4, 3, 3, generator=gen) * torch.tensor([0.1, 1.0, 3.0, 0.5, 2.0]).view(5, 1, 1, 1)
+    w = torch.randn(5, 4, 3, 3, generator=gen) * torch.tensor([0.1, 1.0, 3.0, 0.5, 2.0]).view(
+        5, 1, 1, 1)
     w[2, 0, 1, 1] = 20.0
     # A tiny chunk size forces the candidate loop to run in many chunks.
     monkeypatch.setattr(lp_search, '_CHUNK_ELEMENTS', 100)
@@ -97,7 +103,8 @@ def test_lp_per_channel_vectorised_matches_per_channel_loop(monkeypatch):
     scales = q.compute_params()[0]
     ratios = q.calibrator.candidate_ratios()
     for c in range(5):
-        assert scales[c].item() == pytest.approx(brute_force_mse_scale(w[c].flatten(), 4, ratios), rel=1e-6)
+        assert scales[c].item() == pytest.approx(brute_force_mse_scale(w[c].flatten(), 4, ratios),
+                                                 rel=1e-6)
 
 
 def test_lp_larger_p_keeps_wider_range():
@@ -159,7 +166,8 @@ def dense_kl(hist: np.ndarray, i: int, levels: int, log_diff: bool) -> float:
     p, q = p / p.sum(), q / q.sum()
     mask = p > 0
     if log_diff:
-        return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(np.maximum(q[mask], kl.LOG_FLOOR)))))
+        return float(np.sum(p[mask] *
+                            (np.log(p[mask]) - np.log(np.maximum(q[mask], kl.LOG_FLOOR)))))
     with np.errstate(divide='ignore'):
         return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 

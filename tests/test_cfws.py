@@ -33,7 +33,8 @@ def test_cfws_beats_per_channel_minmax_at_4_bit():
     # The surround taps in particular are no longer crushed to zero.
     surround = torch.ones(3, 3, dtype=torch.bool)
     surround[1, 1] = False
-    assert (cfws(w)[..., surround] != 0).float().mean() > (plain(w)[..., surround] != 0).float().mean()
+    assert (cfws(w)[..., surround] != 0).float().mean() > (plain(w)[..., surround]
+                                                           != 0).float().mean()
 
 
 def test_coarse_scale_is_centre_minmax_and_fine_covers_union():
@@ -42,7 +43,8 @@ def test_coarse_scale_is_centre_minmax_and_fine_covers_union():
     centre_max = w[:, :, 1, 1].abs().amax(dim=1)
     assert torch.allclose(q.coarse_scale, centre_max / 7)
     union = w - q.coarse_part(w, q.coarse_scale)
-    assert torch.allclose(union[:, :, 1, 1], w[:, :, 1, 1] - q.coarse_part(w, q.coarse_scale)[:, :, 1, 1])
+    assert torch.allclose(union[:, :, 1, 1],
+                          w[:, :, 1, 1] - q.coarse_part(w, q.coarse_scale)[:, :, 1, 1])
     assert torch.allclose(q.scale, union.abs().flatten(1).amax(dim=1) / 7)
 
 

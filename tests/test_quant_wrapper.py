@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from detptq.quantization import (CFWSWeightQuantizer, QuantConv2d, QuantLinear, calibrate,
-                                 fold_bn, quantize_model)
+from detptq.quantization import (CFWSWeightQuantizer, QuantConv2d, QuantLinear, calibrate, fold_bn,
+                                 quantize_model)
 from detptq.registry import QUANTIZERS
 
 
@@ -23,6 +23,7 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> None:
 
 
 class ConvBN(nn.Module):
+
     def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
@@ -46,7 +47,7 @@ class BNFirst(nn.Module):
 
 
 class RepBlock(nn.Module):
-    """RepVGG-like: 3x3 conv+BN + 1x1 conv+BN + identity BN, summed, ReLU; switch_to_deploy fuses."""
+    """RepVGG-like: 3x3 conv+BN + 1x1 conv+BN + identity BN, summed, ReLU; fuses on deploy."""
 
     def __init__(self, c: int):
         super().__init__()
@@ -63,9 +64,12 @@ class RepBlock(nn.Module):
 
     @torch.no_grad()
     def switch_to_deploy(self):
+
         def fuse(weight, bn):
             std = (bn.running_var + bn.eps).sqrt()
-            return weight * (bn.weight / std).view(-1, 1, 1, 1), bn.bias - bn.running_mean * bn.weight / std
+            return weight * (bn.weight / std).view(-1, 1, 1,
+                                                   1), bn.bias - bn.running_mean * bn.weight / std
+
         c = self.identity.num_features
         w3, b3 = fuse(self.dense[0].weight, self.dense[1])
         w1, b1 = fuse(nn.functional.pad(self.one[0].weight, [1, 1, 1, 1]), self.one[1])
@@ -80,6 +84,7 @@ class RepBlock(nn.Module):
 
 
 class TinyDet(nn.Module):
+
     def __init__(self):
         super().__init__()
         self.stem = ConvBN(3, 8, 3, 2)
@@ -91,7 +96,8 @@ class TinyDet(nn.Module):
 
     def forward(self, x):
         x = self.neck(self.block(self.stem(x)))
-        return torch.cat([self.cls_preds(x), self.reg_preds(x)], 1), self.fc(self.cls_preds(x).mean((2, 3)))
+        return torch.cat([self.cls_preds(x), self.reg_preds(x)],
+                         1), self.fc(self.cls_preds(x).mean((2, 3)))
 
 
 def tiny_model() -> TinyDet:
@@ -107,7 +113,8 @@ def images(n: int = 4, seed: int = 1):
 
 
 def test_bn_fold_is_exact_and_skips_other_patterns():
-    model = nn.Sequential(ConvBN(3, 6), nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), BNFirst(6))
+    model = nn.Sequential(ConvBN(3, 6), nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6),
+                          BNFirst(6))
     randomize_bn(model)
     model.eval()
     x = torch.randn(2, 3, 9, 9)
@@ -121,19 +128,30 @@ def test_bn_fold_is_exact_and_skips_other_patterns():
 
 def test_quantize_model_structure_bits_and_overrides():
     model = tiny_model()
-    qcfg = dict(w_bits=4, a_bits=6, act=dict(symmetric=True, unsigned=True),
-                overrides=[dict(pattern='neck.*', a_bits=8, calibrator=dict(type='PercentileCalibrator')),
-                           dict(pattern='fc', skip=True)])
+    qcfg = dict(w_bits=4,
+                a_bits=6,
+                act=dict(symmetric=True, unsigned=True),
+                overrides=[
+                    dict(pattern='neck.*', a_bits=8, calibrator=dict(type='PercentileCalibrator')),
+                    dict(pattern='fc', skip=True)
+                ])
     qmodel = quantize_model(model, qcfg)
     assert isinstance(model.stem.conv, nn.Conv2d) and hasattr(model.block, 'dense')  # deep copy
     assert isinstance(qmodel.block.reparam, QuantConv2d)  # switch_to_deploy ran
     assert isinstance(qmodel.stem.conv, QuantConv2d) and isinstance(qmodel.stem.bn, nn.Identity)
     assert isinstance(qmodel.neck[0], QuantConv2d) and isinstance(qmodel.neck[1], nn.Identity)
     assert isinstance(qmodel.fc, nn.Linear) and not isinstance(qmodel.fc, QuantLinear)
-    bits = {n: (m.weight_quantizer.bits, m.input_quantizer.bits)
-            for n, m in qmodel.named_modules() if isinstance(m, QuantConv2d)}
-    assert bits == {'stem.conv': (8, 8), 'block.reparam': (4, 6), 'neck.0': (4, 8),
-                    'cls_preds': (8, 8), 'reg_preds': (8, 8)}
+    bits = {
+        n: (m.weight_quantizer.bits, m.input_quantizer.bits)
+        for n, m in qmodel.named_modules() if isinstance(m, QuantConv2d)
+    }
+    assert bits == {
+        'stem.conv': (8, 8),
+        'block.reparam': (4, 6),
+        'neck.0': (4, 8),
+        'cls_preds': (8, 8),
+        'reg_preds': (8, 8)
+    }
     neck_act = qmodel.neck[0].input_quantizer
     assert type(neck_act.calibrator).__name__ == 'PercentileCalibrator'
     assert neck_act.unsigned and neck_act.qmin == 0
@@ -158,13 +176,14 @@ def test_w8a8_close_to_float_and_w4_further():
 
 
 def test_calibrate_restores_state_and_sets_scales():
-    qmodel = quantize_model(tiny_model(), dict(act=dict(calibrator=dict(type='KLCalibrator', bins=256))))
+    qmodel = quantize_model(tiny_model(),
+                            dict(act=dict(calibrator=dict(type='KLCalibrator', bins=256))))
     calibrate(qmodel, iter(images()), num_batches=2, progress=False)
     for name, module in qmodel.named_modules():
         if isinstance(module, QuantConv2d):
             assert module.weight_quantizer.enabled and module.input_quantizer.enabled
             assert not module.input_quantizer.observing
-            assert module.weight_quantizer.scale.shape == (module.out_channels,)
+            assert module.weight_quantizer.scale.shape == (module.out_channels, )
             assert module.input_quantizer.scale.dim() == 0 and module.input_quantizer.scale > 1e-6
     qmodel.stem.conv.set_quant_state(weight=False, act=False)
     x = images(1)[0]
@@ -188,7 +207,10 @@ def test_last_patterns_match_yolov7_detect_convs():
     model.head = nn.Module()
     model.head.m = nn.ModuleList([nn.Conv2d(4, 6, 1)])
     qmodel = quantize_model(model, dict(w_bits=4, a_bits=4))
-    bits = {n: m.weight_quantizer.bits for n, m in qmodel.named_modules() if isinstance(m, QuantConv2d)}
+    bits = {
+        n: m.weight_quantizer.bits
+        for n, m in qmodel.named_modules() if isinstance(m, QuantConv2d)
+    }
     assert bits == {'backbone.0': 8, 'backbone.1': 4, 'm.0': 8, 'head.m.0': 8}
 
 
@@ -216,7 +238,9 @@ def test_quant_wrapper_hook_quantizes_runner_model_once():
         built.append(cfg)
         return images(cfg['n'])
 
-    runner = SimpleNamespace(model=tiny_model(), build_dataloader=build_dataloader, seed=0,
+    runner = SimpleNamespace(model=tiny_model(),
+                             build_dataloader=build_dataloader,
+                             seed=0,
                              logger=logging.getLogger('test'))
     hook = QuantWrapperHook(quant_cfg=dict(w_bits=4), calib_dataloader=dict(n=3), num_batches=2)
     hook.before_val(runner)
@@ -226,3 +250,22 @@ def test_quant_wrapper_hook_quantizes_runner_model_once():
     assert len(built) == 1 and torch.equal(runner.model.block.reparam.input_quantizer.scale, scale)
     with pytest.raises(ValueError, match='stages'):
         QuantWrapperHook(stages='after_run')
+
+
+def test_transposed_conv_quantized_per_output_channel_with_bops():
+    from detptq.quantization import QuantConvTranspose2d, count_bops
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 6, 2, 2))
+    x = images(1)[0]
+    qmodel = quantize_model(model, dict(first_last_bits=None))
+    deconv = qmodel[2]
+    assert isinstance(deconv, QuantConvTranspose2d) and deconv.weight_quantizer.ch_axis == 1
+    calibrate(qmodel, images(), 2, progress=False)
+    assert deconv.weight_quantizer.scale.shape == (6, )
+    reference = model(x)
+    assert ((qmodel(x) - reference).norm() / reference.norm()) < 0.02
+    assert torch.allclose(deconv.org_module(qmodel[1](qmodel[0].org_forward(x))),
+                          reference,
+                          atol=1e-6)
+    layers = {layer['name']: layer for layer in count_bops(qmodel, x)['layers']}
+    assert layers['2']['macs'] == 16 * 16 * 4 * 6 * 2 * 2  # input pixels x Cin x Cout x k x k

@@ -68,7 +68,7 @@ def test_per_channel_scales_along_axis():
     # Axis 1 (activation-style NCHW channels).
     x = torch.stack([torch.full((2, 2), 1.0), torch.full((2, 2), 4.0)]).unsqueeze(0)
     qa = calibrated(x, bits=8, per_channel=True, ch_axis=1)
-    assert qa.scale.shape == (2,)
+    assert qa.scale.shape == (2, )
     assert torch.allclose(qa.scale, torch.tensor([1.0, 4.0]) / 127)
 
 
@@ -99,7 +99,7 @@ def test_lsq_scale_is_parameter_with_scaled_gradient():
     q(x).sum().backward()
     # d x_hat / d s: round(x/s) - x/s inside, qmax / qmin when clipped (LSQ).
     raw = (0 - 0.3) + (3 - 2.6) + 7 + (-8)
-    factor = 1.0 / (4 * 7) ** 0.5  # 1 / sqrt(N * Q_p)
+    factor = 1.0 / (4 * 7)**0.5  # 1 / sqrt(N * Q_p)
     assert q.scale.grad.item() == pytest.approx(raw * factor, rel=1e-4)
     q.set_learn_scale(False)
     assert not isinstance(q.scale, nn.Parameter) and q.scale.item() == pytest.approx(0.1)
@@ -114,8 +114,11 @@ def test_state_dict_adopts_calibrated_shapes():
 
 
 def test_built_from_registry_with_calibrator_config():
-    q = QUANTIZERS.build(dict(type='UniformQuantizer', bits=6, symmetric=False,
-                              calibrator=dict(type='PercentileCalibrator', percentile=99.0)))
+    q = QUANTIZERS.build(
+        dict(type='UniformQuantizer',
+             bits=6,
+             symmetric=False,
+             calibrator=dict(type='PercentileCalibrator', percentile=99.0)))
     assert type(q.calibrator).__name__ == 'PercentileCalibrator'
     assert q.calibrator.percentile == 99.0
 

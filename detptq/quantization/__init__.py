@@ -5,16 +5,15 @@ from .calibrate import calibrate, calibrate_weights
 from .calibrators import *  # noqa: F401,F403  (registers the calibrators)
 from .cfws import CFWSWeightQuantizer, cfws_extra_bops
 from .qconfig import DEFAULT_QCFG, layer_qconfig, merge_qcfg
-from .quant_modules import (QUANT_MODULES, QuantConv2d, QuantLinear, iter_quantizers,
-                            quantization_disabled)
-from .quantizer import (PASS_THROUGH_BITS, UniformQuantizer, fake_quantize,
-                        grad_scale, round_ste)
+from .quant_modules import (QUANT_MODULES, QuantConv2d, QuantConvTranspose2d, QuantLinear,
+                            iter_quantizers, quantization_disabled)
+from .quantizer import (PASS_THROUGH_BITS, UniformQuantizer, fake_quantize, grad_scale, round_ste)
 from .wrapper import QuantWrapper, quantize_model
 
 __all__ = [
     'UniformQuantizer', 'CFWSWeightQuantizer', 'fake_quantize', 'round_ste', 'grad_scale',
-    'PASS_THROUGH_BITS', 'QuantConv2d', 'QuantLinear', 'QUANT_MODULES', 'iter_quantizers',
-    'quantization_disabled', 'fold_bn', 'fold_bn_into_conv', 'count_bops', 'cfws_extra_bops',
-    'DEFAULT_QCFG', 'merge_qcfg', 'layer_qconfig', 'quantize_model', 'calibrate',
+    'PASS_THROUGH_BITS', 'QuantConv2d', 'QuantLinear', 'QuantConvTranspose2d', 'QUANT_MODULES',
+    'iter_quantizers', 'quantization_disabled', 'fold_bn', 'fold_bn_into_conv', 'count_bops',
+    'cfws_extra_bops', 'DEFAULT_QCFG', 'merge_qcfg', 'layer_qconfig', 'quantize_model', 'calibrate',
     'calibrate_weights', 'QuantWrapper'
 ]

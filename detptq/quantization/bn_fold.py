@@ -13,9 +13,8 @@ _BN_TYPES = (nn.BatchNorm2d, nn.BatchNorm1d)
 def can_fold(conv: nn.Module, bn: nn.Module) -> bool:
     """True when ``bn`` (running statistics) can be folded into ``conv``'s output channels."""
     return (isinstance(conv, (nn.Conv2d, nn.Linear)) and isinstance(bn, _BN_TYPES)
-            and bn.track_running_stats and bn.running_mean is not None
-            and bn.num_features == (conv.out_channels if isinstance(conv, nn.Conv2d)
-                                    else conv.out_features))
+            and bn.track_running_stats and bn.running_mean is not None and bn.num_features
+            == (conv.out_channels if isinstance(conv, nn.Conv2d) else conv.out_features))
 
 
 @torch.no_grad()
@@ -39,12 +38,17 @@ def _probe_input(conv: nn.Module) -> Optional[torch.Tensor]:
     weight = conv.weight
     if isinstance(conv, nn.Conv2d):
         size = max(8, *[k * d + 1 for k, d in zip(conv.kernel_size, conv.dilation)])
-        return torch.randn(2, conv.in_channels, size, size, dtype=weight.dtype, device=weight.device)
+        return torch.randn(2,
+                           conv.in_channels,
+                           size,
+                           size,
+                           dtype=weight.dtype,
+                           device=weight.device)
     return torch.randn(2, conv.in_features, dtype=weight.dtype, device=weight.device)
 
 
 def _fold_attribute_pair(module: nn.Module, verify: bool) -> bool:
-    """Fold ``module.bn`` into ``module.conv`` (ConvBNAct-like); check numerically when ``verify``."""
+    """Fold ``module.bn`` into ``module.conv`` (ConvBNAct-like), probe-checked if ``verify``."""
     conv, bn = module.conv, module.bn
     if not can_fold(conv, bn):
         return False
@@ -69,14 +73,17 @@ def _fold_attribute_pair(module: nn.Module, verify: bool) -> bool:
     if probe is not None:
         with torch.no_grad():
             folded = module(probe)
-        if not torch.allclose(folded, reference, rtol=1e-4, atol=1e-4 * (1 + float(reference.abs().max()))):
+        if not torch.allclose(
+                folded, reference, rtol=1e-4, atol=1e-4 * (1 + float(reference.abs().max()))):
             # The forward does not apply bn right after conv: undo.
             module.bn = bn
             if not had_bias:
                 conv.bias = None
             conv.load_state_dict(saved)
-            logger.warning('bn_fold: %s has .conv and .bn but does not compute bn(conv(x)); '
-                           'left unfolded', type(module).__name__)
+            logger.warning(
+                'bn_fold: %s has .conv and .bn but does not compute bn(conv(x)); '
+                'left unfolded',
+                type(module).__name__)
             module.train(was_training)
             return False
     module.train(was_training)

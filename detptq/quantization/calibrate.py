@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def default_calib_forward(model: nn.Module, batch: Any) -> Any:
-    """Forward one batch: mmengine data dicts go through ``data_preprocessor`` and ``mode='tensor'``.
+    """Forward one batch; mmengine data dicts go through ``data_preprocessor``, ``mode='tensor'``.
 
     Tensors are passed as the single argument, tuples/lists as positional
     arguments, other dicts as keyword arguments.
@@ -40,7 +40,9 @@ def calibrate_weights(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, data_iter: Iterable, num_batches: int,
+def calibrate(model: nn.Module,
+              data_iter: Iterable,
+              num_batches: int,
               forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
               progress: bool = True) -> nn.Module:
     """Calibrate a model returned by ``quantize_model`` in place and return it.
@@ -52,7 +54,8 @@ def calibrate(model: nn.Module, data_iter: Iterable, num_batches: int,
     restored afterwards (quantization on, unless it was off before).
     """
     if not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f'calibrate: num_batches={num_batches!r} is invalid; expected a positive int')
+        raise ValueError(
+            f'calibrate: num_batches={num_batches!r} is invalid; expected a positive int')
     forward_fn = forward_fn or default_calib_forward
     modules = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_MODULES)]
     if not modules:
@@ -88,8 +91,8 @@ def calibrate(model: nn.Module, data_iter: Iterable, num_batches: int,
         if quantizer.is_pass_through:
             continue
         if not quantizer.calibrator.has_data:
-            logger.warning('calibrate: %s saw no data (module never ran); its scale stays %s',
-                           name, quantizer.scale.tolist())
+            logger.warning('calibrate: %s saw no data (module never ran); its scale stays %s', name,
+                           quantizer.scale.tolist())
             continue
         quantizer.compute_params()
         quantizer.calibrator.reset()

@@ -26,8 +26,8 @@ from .quantizer import UniformQuantizer, fake_quantize, round_ste
 
 def is_splittable(weight: torch.Tensor) -> bool:
     """True for 4-D kernels with an odd spatial size > 1 (they have a single centre tap)."""
-    return (weight.dim() == 4 and weight.shape[2] == weight.shape[3]
-            and weight.shape[2] > 1 and weight.shape[2] % 2 == 1)
+    return (weight.dim() == 4 and weight.shape[2] == weight.shape[3] and weight.shape[2] > 1
+            and weight.shape[2] % 2 == 1)
 
 
 def centre_mask(weight: torch.Tensor) -> torch.Tensor:
@@ -47,17 +47,28 @@ class CFWSWeightQuantizer(UniformQuantizer):
     last calibrated weight was split. Signed symmetric only.
     """
 
-    def __init__(self, bits: int = 8, symmetric: bool = True, unsigned: bool = False,
-                 narrow_range: bool = True, per_channel: bool = True, ch_axis: int = 0,
-                 learn_scale: bool = False, calibrator: Union[None, Dict, Any] = None):
+    def __init__(self,
+                 bits: int = 8,
+                 symmetric: bool = True,
+                 unsigned: bool = False,
+                 narrow_range: bool = True,
+                 per_channel: bool = True,
+                 ch_axis: int = 0,
+                 learn_scale: bool = False,
+                 calibrator: Union[None, Dict, Any] = None):
         if symmetric is not True or unsigned is not False:
             raise ValueError('CFWSWeightQuantizer: needs symmetric=True, unsigned=False '
                              f'(got symmetric={symmetric!r}, unsigned={unsigned!r})')
         if per_channel and ch_axis != 0:
             raise ValueError(f'CFWSWeightQuantizer: ch_axis={ch_axis!r} is invalid; '
                              'output channels of a conv kernel are axis 0')
-        super().__init__(bits=bits, symmetric=True, unsigned=False, narrow_range=narrow_range,
-                         per_channel=per_channel, ch_axis=ch_axis, learn_scale=learn_scale,
+        super().__init__(bits=bits,
+                         symmetric=True,
+                         unsigned=False,
+                         narrow_range=narrow_range,
+                         per_channel=per_channel,
+                         ch_axis=ch_axis,
+                         learn_scale=learn_scale,
                          calibrator=calibrator)
         self.register_buffer('coarse_scale', torch.tensor(1.0))
         # A buffer so that a reloaded state dict remembers whether CFWS applies.
@@ -80,7 +91,11 @@ class CFWSWeightQuantizer(UniformQuantizer):
         k = weight.shape[-1]
         centre = weight[:, :, k // 2, k // 2]
         scale = coarse_scale.reshape(-1, 1) if coarse_scale.dim() == 1 else coarse_scale
-        coarse = fake_quantize(centre, scale, torch.zeros_like(scale), self.qmin, self.qmax,
+        coarse = fake_quantize(centre,
+                               scale,
+                               torch.zeros_like(scale),
+                               self.qmin,
+                               self.qmax,
                                rounding=round_ste)
         return coarse[:, :, None, None] * centre_mask(weight)
 
@@ -124,7 +139,8 @@ class CFWSWeightQuantizer(UniformQuantizer):
         return super().extra_repr() + f', cfws_split={self.split}'
 
 
-def cfws_extra_bops(model: nn.Module, inputs: Any,
+def cfws_extra_bops(model: nn.Module,
+                    inputs: Any,
                     forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None) -> Dict[str, Any]:
     """BOPs of the model and the extra BOPs of CFWS's centre 1x1 convs (per input sample).
 
@@ -134,5 +150,7 @@ def cfws_extra_bops(model: nn.Module, inputs: Any,
     report = count_bops(model, inputs, forward_fn)
     extra = sum(layer['extra_bops'] for layer in report['layers'])
     base = report['total_bops'] - extra
-    return dict(total_bops=report['total_bops'], cfws_extra_bops=extra,
-                extra_ratio=extra / base if base else 0.0, layers=report['layers'])
+    return dict(total_bops=report['total_bops'],
+                cfws_extra_bops=extra,
+                extra_ratio=extra / base if base else 0.0,
+                layers=report['layers'])

@@ -25,26 +25,41 @@ import copy
 from fnmatch import fnmatchcase
 from typing import Any, Dict, List, Optional, Sequence
 
-QUANTIZER_KEYS = {'type', 'calibrator', 'symmetric', 'unsigned', 'narrow_range',
-                  'per_channel', 'ch_axis', 'learn_scale'}
-OVERRIDE_KEYS = {'pattern', 'skip', 'w_bits', 'a_bits', 'weight', 'act', 'calibrator',
-                 'w_calibrator'}
+QUANTIZER_KEYS = {
+    'type', 'calibrator', 'symmetric', 'unsigned', 'narrow_range', 'per_channel', 'ch_axis',
+    'learn_scale'
+}
+OVERRIDE_KEYS = {
+    'pattern', 'skip', 'w_bits', 'a_bits', 'weight', 'act', 'calibrator', 'w_calibrator'
+}
 CFWS_CHOICES = (False, 'reparam', 'all')
 
 DEFAULT_QCFG: Dict[str, Any] = dict(
     w_bits=8,
     a_bits=8,
-    weight=dict(type='UniformQuantizer', calibrator=dict(type='MinMaxCalibrator'),
-                symmetric=True, unsigned=False, narrow_range=True, per_channel=True,
-                ch_axis=0, learn_scale=False),
-    act=dict(type='UniformQuantizer', calibrator=dict(type='MinMaxCalibrator'),
-             symmetric=False, unsigned=False, narrow_range=False, per_channel=False,
-             ch_axis=1, learn_scale=False),
+    weight=dict(type='UniformQuantizer',
+                calibrator=dict(type='MinMaxCalibrator'),
+                symmetric=True,
+                unsigned=False,
+                narrow_range=True,
+                per_channel=True,
+                ch_axis=0,
+                learn_scale=False),
+    act=dict(type='UniformQuantizer',
+             calibrator=dict(type='MinMaxCalibrator'),
+             symmetric=False,
+             unsigned=False,
+             narrow_range=False,
+             per_channel=False,
+             ch_axis=1,
+             learn_scale=False),
     # Bits of the first layer and the final prediction convs (None: no special case).
     first_last_bits=8,
     # None: the first Conv2d/Linear in module registration order.
+    # last: YOLOv6 heads (cls/reg_preds), our YOLOv7 head (pred_layers),
+    # official YOLOv7 Detect (m.N).
     first_patterns=None,
-    last_patterns=['*cls_preds*', '*reg_preds*', 'm.*', '*.m.*'],
+    last_patterns=['*cls_preds*', '*reg_preds*', '*pred_layers*', 'm.*', '*.m.*'],
     # CFWS weight splitting: False, 'reparam' (convs of blocks that had
     # switch_to_deploy) or 'all' (every kxk conv).
     cfws=False,
@@ -55,8 +70,10 @@ DEFAULT_QCFG: Dict[str, Any] = dict(
 
 
 def _check_bits(where: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not (2 <= value <= 8 or value >= 16):
-        raise ValueError(f'quant config: {where}={value!r} is invalid; use 2..8, or >= 16 to keep in float')
+    if isinstance(value,
+                  bool) or not isinstance(value, int) or not (2 <= value <= 8 or value >= 16):
+        raise ValueError(
+            f'quant config: {where}={value!r} is invalid; use 2..8, or >= 16 to keep in float')
 
 
 def _check_quantizer_cfg(where: str, cfg: Any) -> None:
@@ -84,15 +101,17 @@ def _merge_quantizer_cfg(base: Dict, update: Dict) -> Dict:
 def _check_override(i: int, override: Any) -> None:
     where = f'overrides[{i}]'
     if not isinstance(override, dict) or 'pattern' not in override:
-        raise ValueError(f'quant config: {where}={override!r} is invalid; expected a dict with "pattern"')
+        raise ValueError(
+            f'quant config: {where}={override!r} is invalid; expected a dict with "pattern"')
     unknown = set(override) - OVERRIDE_KEYS
     if unknown:
         raise ValueError(f'quant config: unknown key(s) {sorted(unknown)} in {where}; '
                          f'allowed: {sorted(OVERRIDE_KEYS)}')
     patterns = override['pattern']
-    if not isinstance(patterns, str) and not (
-            isinstance(patterns, (list, tuple)) and all(isinstance(p, str) for p in patterns)):
-        raise ValueError(f'quant config: {where}.pattern={patterns!r} is invalid; expected str or list of str')
+    if not isinstance(patterns, str) and not (isinstance(patterns, (list, tuple))
+                                              and all(isinstance(p, str) for p in patterns)):
+        raise ValueError(
+            f'quant config: {where}.pattern={patterns!r} is invalid; expected str or list of str')
     for key in ('w_bits', 'a_bits'):
         if key in override:
             _check_bits(f'{where}.{key}', override[key])
@@ -100,7 +119,8 @@ def _check_override(i: int, override: Any) -> None:
         if key in override:
             _check_quantizer_cfg(f'{where}.{key}', override[key])
     if 'skip' in override and not isinstance(override['skip'], bool):
-        raise ValueError(f'quant config: {where}.skip={override["skip"]!r} is invalid; expected a bool')
+        raise ValueError(
+            f'quant config: {where}.skip={override["skip"]!r} is invalid; expected a bool')
 
 
 def merge_qcfg(qcfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -109,7 +129,8 @@ def merge_qcfg(qcfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     qcfg.pop('type', None)  # present when the dict came from a registry config
     unknown = set(qcfg) - set(DEFAULT_QCFG)
     if unknown:
-        raise ValueError(f'quant config: unknown key(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_QCFG)}')
+        raise ValueError(
+            f'quant config: unknown key(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_QCFG)}')
     merged = copy.deepcopy(DEFAULT_QCFG)
     for key, value in qcfg.items():
         if key in ('weight', 'act'):
@@ -122,14 +143,17 @@ def merge_qcfg(qcfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     if merged['first_last_bits'] is not None:
         _check_bits('first_last_bits', merged['first_last_bits'])
     if merged['cfws'] not in CFWS_CHOICES:
-        raise ValueError(f'quant config: cfws={merged["cfws"]!r} is invalid; use one of {CFWS_CHOICES}')
+        raise ValueError(
+            f'quant config: cfws={merged["cfws"]!r} is invalid; use one of {CFWS_CHOICES}')
     for key in ('first_patterns', 'last_patterns'):
         value = merged[key]
         if value is not None and not (isinstance(value, (list, tuple))
                                       and all(isinstance(p, str) for p in value)):
-            raise ValueError(f'quant config: {key}={value!r} is invalid; expected a list of str or None')
+            raise ValueError(
+                f'quant config: {key}={value!r} is invalid; expected a list of str or None')
     if not isinstance(merged['overrides'], (list, tuple)):
-        raise ValueError(f'quant config: overrides={merged["overrides"]!r} is invalid; expected a list')
+        raise ValueError(
+            f'quant config: overrides={merged["overrides"]!r} is invalid; expected a list')
     for i, override in enumerate(merged['overrides']):
         _check_override(i, override)
     return merged
@@ -142,9 +166,11 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
 
-def layer_qconfig(name: str, qcfg: Dict[str, Any], is_first: bool = False,
+def layer_qconfig(name: str,
+                  qcfg: Dict[str, Any],
+                  is_first: bool = False,
                   is_reparam: bool = False) -> Dict[str, Any]:
-    """Settings of one layer: ``dict(skip, weight=quantizer cfg with bits, act=..., reasons=[...])``."""
+    """Settings of one layer: ``dict(skip, weight=quantizer cfg, act=quantizer cfg, reasons)``."""
     w_bits, a_bits = qcfg['w_bits'], qcfg['a_bits']
     weight, act = copy.deepcopy(qcfg['weight']), copy.deepcopy(qcfg['act'])
     skip = False

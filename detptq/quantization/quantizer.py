@@ -36,17 +36,19 @@ def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     return (x - scaled).detach() + scaled
 
 
-def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
-                  qmin: int, qmax: int,
-                  rounding: Callable[[torch.Tensor], torch.Tensor] = torch.round
-                  ) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor,
+                  scale: torch.Tensor,
+                  zero_point: torch.Tensor,
+                  qmin: int,
+                  qmax: int,
+                  rounding: Callable[[torch.Tensor], torch.Tensor] = torch.round) -> torch.Tensor:
     """Quantize and dequantize ``x``; ``scale``/``zero_point`` must broadcast against ``x``."""
     codes = torch.clamp(rounding(x / scale) + zero_point, qmin, qmax)
     return (codes - zero_point) * scale
 
 
 def broadcast_to_channel(param: torch.Tensor, ndim: int, ch_axis: int) -> torch.Tensor:
-    """Reshape a per-channel ``(C,)`` tensor so it broadcasts along ``ch_axis`` of an ``ndim`` tensor."""
+    """Reshape a ``(C,)`` tensor to broadcast along ``ch_axis`` of an ``ndim``-D tensor."""
     if param.dim() == 0:
         return param
     shape = [1] * ndim
@@ -61,7 +63,7 @@ def _require_bool(owner: str, key: str, value: Any) -> bool:
 
 
 def build_calibrator(cfg: Union[None, Dict, Any], per_channel: bool, ch_axis: int):
-    """Build a calibrator from a config dict (or take an instance) and give it the quantizer's granularity."""
+    """Build a calibrator from a config (or take an instance); give it the granularity."""
     if cfg is None:
         cfg = dict(type='MinMaxCalibrator')
     if isinstance(cfg, dict):
@@ -92,13 +94,19 @@ class UniformQuantizer(nn.Module):
         calibrator: config dict (registry ``CALIBRATORS``) or instance; default MinMax.
     """
 
-    def __init__(self, bits: int = 8, symmetric: bool = True, unsigned: bool = False,
-                 narrow_range: bool = False, per_channel: bool = False, ch_axis: int = 0,
-                 learn_scale: bool = False, calibrator: Union[None, Dict, Any] = None):
+    def __init__(self,
+                 bits: int = 8,
+                 symmetric: bool = True,
+                 unsigned: bool = False,
+                 narrow_range: bool = False,
+                 per_channel: bool = False,
+                 ch_axis: int = 0,
+                 learn_scale: bool = False,
+                 calibrator: Union[None, Dict, Any] = None):
         super().__init__()
         owner = type(self).__name__
-        if isinstance(bits, bool) or not isinstance(bits, int) or not (
-                2 <= bits <= 8 or bits >= PASS_THROUGH_BITS):
+        if isinstance(bits, bool) or not isinstance(
+                bits, int) or not (2 <= bits <= 8 or bits >= PASS_THROUGH_BITS):
             raise ValueError(f'{owner}: bits={bits!r} is invalid; use an int in 2..8, '
                              f'or >= {PASS_THROUGH_BITS} for pass-through')
         self.bits = bits
@@ -140,15 +148,15 @@ class UniformQuantizer(nn.Module):
     def qmin(self) -> int:
         """Smallest integer code."""
         if self.is_signed:
-            return -(2 ** (self.bits - 1)) + int(self.narrow_range)
+            return -(2**(self.bits - 1)) + int(self.narrow_range)
         return 0
 
     @property
     def qmax(self) -> int:
         """Largest integer code."""
         if self.is_signed:
-            return 2 ** (self.bits - 1) - 1
-        return 2 ** self.bits - 1
+            return 2**(self.bits - 1) - 1
+        return 2**self.bits - 1
 
     # ------------------------------------------------------------- parameters
     def set_learn_scale(self, flag: bool) -> None:
@@ -171,8 +179,9 @@ class UniformQuantizer(nn.Module):
         if not self.per_channel and scale.numel() == 1:
             scale, zero_point = scale.reshape(()), zero_point.reshape(())
         if scale.dim() != expected_dim or zero_point.shape != scale.shape:
-            raise ValueError(f'{type(self).__name__}: scale shape {tuple(scale.shape)} / zero_point '
-                             f'shape {tuple(zero_point.shape)} do not fit per_channel={self.per_channel}')
+            raise ValueError(
+                f'{type(self).__name__}: scale shape {tuple(scale.shape)} / zero_point '
+                f'shape {tuple(zero_point.shape)} do not fit per_channel={self.per_channel}')
         scale = scale.clamp_min(MIN_SCALE).to(self.scale.device)
         zero_point = zero_point.to(self.zero_point.device)
         if isinstance(self.scale, nn.Parameter):
@@ -207,10 +216,12 @@ class UniformQuantizer(nn.Module):
     # ---------------------------------------------------------------- forward
     def broadcast_params(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Scale and zero point shaped to broadcast against ``x``."""
-        if self.per_channel and self.scale.dim() == 1 and self.scale.numel() != x.shape[self.ch_axis]:
-            raise RuntimeError(f'{type(self).__name__}: {self.scale.numel()} channel scales for a tensor '
-                               f'with {x.shape[self.ch_axis]} channels on axis {self.ch_axis}; '
-                               'calibrate first')
+        if self.per_channel and self.scale.dim() == 1 and self.scale.numel() != x.shape[
+                self.ch_axis]:
+            raise RuntimeError(
+                f'{type(self).__name__}: {self.scale.numel()} channel scales for a tensor '
+                f'with {x.shape[self.ch_axis]} channels on axis {self.ch_axis}; '
+                'calibrate first')
         return (broadcast_to_channel(self.scale, x.dim(), self.ch_axis),
                 broadcast_to_channel(self.zero_point, x.dim(), self.ch_axis))
 

@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 def switch_to_deploy_modules(model: nn.Module) -> List[str]:
-    """Call ``switch_to_deploy()`` on the outermost modules having it; return the innermost such names.
+    """Call ``switch_to_deploy()`` on the outermost modules having it; return innermost names.
 
     Only outermost modules are called (a detector's method fuses all its
     blocks; calling blocks again could break non-idempotent code). The
@@ -23,10 +23,12 @@ def switch_to_deploy_modules(model: nn.Module) -> List[str]:
     after fusion are the "reparam" convs (CFWS targets).
     """
     names = [n for n, m in model.named_modules() if callable(getattr(m, 'switch_to_deploy', None))]
-    innermost = [n for n in names
-                 if not any(o != n and (n == '' or o.startswith(n + '.')) for o in names)]
-    outermost = [n for n in names
-                 if not any(o != n and (o == '' or n.startswith(o + '.')) for o in names)]
+    innermost = [
+        n for n in names if not any(o != n and (n == '' or o.startswith(n + '.')) for o in names)
+    ]
+    outermost = [
+        n for n in names if not any(o != n and (o == '' or n.startswith(o + '.')) for o in names)
+    ]
     modules = dict(model.named_modules())
     for name in outermost:
         modules[name].switch_to_deploy()
@@ -46,14 +48,22 @@ def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def build_quant_module(module: nn.Module, layer_cfg: Dict[str, Any]) -> nn.Module:
     """A QuantConv2d/QuantLinear for ``module`` with quantizers built from ``layer_cfg``."""
     quant_type = next(q for f, q in QUANT_MODULE_TYPES.items() if isinstance(module, f))
-    weight_quantizer = QUANTIZERS.build(copy.deepcopy(layer_cfg['weight']))
+    weight_cfg = copy.deepcopy(layer_cfg['weight'])
+    if isinstance(module, nn.ConvTranspose2d):
+        # Output channels are axis 1 of a transposed-conv weight; CFWS is for
+        # re-parameterized kxk convs only.
+        weight_cfg['ch_axis'] = 1
+        if weight_cfg.get('type') == 'CFWSWeightQuantizer':
+            weight_cfg['type'] = 'UniformQuantizer'
+    weight_quantizer = QUANTIZERS.build(weight_cfg)
     input_quantizer = QUANTIZERS.build(copy.deepcopy(layer_cfg['act']))
     return quant_type(module, weight_quantizer, input_quantizer)
 
 
-def quantize_model(model: nn.Module, qcfg: Optional[Dict[str, Any]] = None,
+def quantize_model(model: nn.Module,
+                   qcfg: Optional[Dict[str, Any]] = None,
                    inplace: bool = False) -> nn.Module:
-    """Return ``model`` with every Conv2d/Linear replaced by a quant module (not yet calibrated).
+    """``model`` with every Conv2d/Linear/ConvTranspose2d replaced by a quant module (uncalibrated).
 
     Steps: deep copy (unless ``inplace``); ``switch_to_deploy()`` on modules that
     have it; BatchNorm folding; per-layer settings from :mod:`.qconfig`
@@ -72,7 +82,8 @@ def quantize_model(model: nn.Module, qcfg: Optional[Dict[str, Any]] = None,
     targets = [(n, m) for n, m in model.named_modules()
                if isinstance(m, float_types) and not isinstance(m, QUANT_MODULES)]
     if not targets:
-        raise ValueError('quantize_model: the model has no Conv2d/Linear layer to quantize')
+        raise ValueError(
+            'quantize_model: the model has no Conv2d/Linear/ConvTranspose2d layer to quantize')
     if cfg['first_patterns'] is None:
         first_names = {targets[0][0]}
     else:
@@ -80,7 +91,9 @@ def quantize_model(model: nn.Module, qcfg: Optional[Dict[str, Any]] = None,
 
     layer_cfgs: Dict[str, Dict[str, Any]] = {}
     for name, module in targets:
-        layer_cfg = layer_qconfig(name, cfg, is_first=name in first_names,
+        layer_cfg = layer_qconfig(name,
+                                  cfg,
+                                  is_first=name in first_names,
                                   is_reparam=_is_under(name, reparam_blocks))
         layer_cfgs[name] = layer_cfg
         if not layer_cfg['skip']:
@@ -91,7 +104,10 @@ def quantize_model(model: nn.Module, qcfg: Optional[Dict[str, Any]] = None,
 
 @QUANTIZERS.register_module()
 class QuantWrapper:
-    """Holds a quantization config and applies it: ``QUANTIZERS.build(dict(type='QuantWrapper', w_bits=4, ...))``."""
+    """Holds a quantization config and applies it.
+
+    Built as ``QUANTIZERS.build(dict(type='QuantWrapper', w_bits=4, ...))``.
+    """
 
     def __init__(self, **qcfg: Any):
         self.qcfg = merge_qcfg(qcfg)
@@ -103,7 +119,9 @@ class QuantWrapper:
     __call__ = apply
 
     @staticmethod
-    def calibrate(model: nn.Module, data_iter: Iterable, num_batches: int,
+    def calibrate(model: nn.Module,
+                  data_iter: Iterable,
+                  num_batches: int,
                   forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
                   progress: bool = True) -> nn.Module:
         """Calibrate a quantized model (see :func:`detptq.quantization.calibrate.calibrate`)."""

@@ -31,15 +31,17 @@ class QuantWrapperHook(Hook):
     # After SwitchToDeployHook (VERY_LOW) so both orders of use work.
     priority = 'LOWEST'
 
-    def __init__(self, quant_cfg: Optional[Dict[str, Any]] = None,
+    def __init__(self,
+                 quant_cfg: Optional[Dict[str, Any]] = None,
                  calib_dataloader: Union[None, Dict[str, Any], Any] = None,
                  num_batches: int = 32,
                  stages: Union[str, Sequence[str]] = ('before_val', 'before_test'),
                  inplace: bool = True) -> None:
-        stages = (stages,) if isinstance(stages, str) else tuple(stages)
+        stages = (stages, ) if isinstance(stages, str) else tuple(stages)
         bad = [s for s in stages if s not in _STAGES]
         if bad or not stages:
-            raise ValueError(f'QuantWrapperHook: stages={stages!r} is invalid; choose from {_STAGES}')
+            raise ValueError(
+                f'QuantWrapperHook: stages={stages!r} is invalid; choose from {_STAGES}')
         if not isinstance(num_batches, int) or num_batches < 1:
             raise ValueError(f'QuantWrapperHook: num_batches={num_batches!r} is invalid')
         self.quant_cfg = dict(quant_cfg or {})
@@ -56,8 +58,7 @@ class QuantWrapperHook(Hook):
             loop = runner.test_loop if stage == 'before_test' else runner.val_loop
             return loop.dataloader
         if isinstance(self.calib_dataloader, dict):
-            self.calib_dataloader = runner.build_dataloader(self.calib_dataloader,
-                                                            seed=runner.seed)
+            self.calib_dataloader = runner.build_dataloader(self.calib_dataloader, seed=runner.seed)
         return self.calib_dataloader
 
     def quantize(self, runner, stage: str) -> None:

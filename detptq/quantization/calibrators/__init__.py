@@ -1,4 +1,4 @@
-"""Calibrators (registry ``CALIBRATORS``): ``observe(x)`` then ``compute(quantizer) -> (scale, zero_point)``."""
+"""Calibrators (registry ``CALIBRATORS``): ``observe(x)``, ``compute(quantizer) -> (scale, zp)``."""
 from .base import BaseCalibrator, channel_view, range_to_qparams
 from .ema_minmax import EMAMinMaxCalibrator
 from .kl import ImprovedKLCalibrator, KLCalibrator
@@ -7,7 +7,6 @@ from .minmax import MinMaxCalibrator
 from .percentile import PercentileCalibrator
 
 __all__ = [
-    'BaseCalibrator', 'channel_view', 'range_to_qparams', 'MinMaxCalibrator',
-    'EMAMinMaxCalibrator', 'PercentileCalibrator', 'LpSearchCalibrator',
-    'KLCalibrator', 'ImprovedKLCalibrator'
+    'BaseCalibrator', 'channel_view', 'range_to_qparams', 'MinMaxCalibrator', 'EMAMinMaxCalibrator',
+    'PercentileCalibrator', 'LpSearchCalibrator', 'KLCalibrator', 'ImprovedKLCalibrator'
 ]

@@ -6,8 +6,8 @@ import torch
 from detptq.quantization.quantizer import MIN_SCALE
 
 
-def range_to_qparams(quantizer, lo: torch.Tensor, hi: torch.Tensor
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+def range_to_qparams(quantizer, lo: torch.Tensor,
+                     hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point that map the range ``[lo, hi]`` onto ``quantizer``'s codes.
 
     Works elementwise on tensors of any shape (per channel, or a batch of
@@ -45,7 +45,7 @@ def squeeze_per_tensor(values: torch.Tensor, per_channel: bool) -> torch.Tensor:
 
 
 class BaseCalibrator:
-    """Accumulates statistics with ``observe(x)``; ``compute(quantizer)`` returns (scale, zero_point).
+    """Accumulates statistics with ``observe(x)``; ``compute(quantizer)`` gives (scale, zero_point).
 
     Granularity (``per_channel``, ``ch_axis``) belongs to the quantizer, which
     calls ``configure()`` when it builds its calibrator.
@@ -90,8 +90,8 @@ class BaseCalibrator:
     def _view(self, x: torch.Tensor) -> torch.Tensor:
         return channel_view(x, self.per_channel, self.ch_axis)
 
-    def _finish(self, quantizer, lo: torch.Tensor, hi: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _finish(self, quantizer, lo: torch.Tensor,
+                hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         scale, zero_point = range_to_qparams(quantizer, lo, hi)
         return (squeeze_per_tensor(scale, self.per_channel),
                 squeeze_per_tensor(zero_point, self.per_channel))

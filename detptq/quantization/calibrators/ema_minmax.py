@@ -17,7 +17,8 @@ class EMAMinMaxCalibrator(BaseCalibrator):
 
     def __init__(self, momentum: float = 0.9):
         if not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f'EMAMinMaxCalibrator: momentum={momentum!r} is invalid; use 0 <= momentum < 1')
+            raise ValueError(
+                f'EMAMinMaxCalibrator: momentum={momentum!r} is invalid; use 0 <= momentum < 1')
         self.momentum = float(momentum)
         super().__init__()
 

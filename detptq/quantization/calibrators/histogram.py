@@ -28,7 +28,7 @@ class AbsHistogram:
         return self.upper / self.bins
 
     def _grow(self, needed: float) -> None:
-        factor = 2 ** math.ceil(math.log2(needed / self.upper))
+        factor = 2**math.ceil(math.log2(needed / self.upper))
         # Guard against float rounding leaving the maximum just outside.
         while self.upper * factor < needed:
             factor *= 2

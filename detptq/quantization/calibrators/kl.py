@@ -36,7 +36,8 @@ from .histogram import AbsHistogram
 LOG_FLOOR = 1e-10
 
 
-def kl_per_threshold(hist: torch.Tensor, levels: int, log_diff: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def kl_per_threshold(hist: torch.Tensor, levels: int,
+                     log_diff: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """KL(P || Q) for every candidate threshold ``i`` in ``levels .. bins`` (bins of ``hist``).
 
     P: ``hist[:i]`` plus all counts beyond the threshold in bin ``i - 1``.
@@ -51,16 +52,17 @@ def kl_per_threshold(hist: torch.Tensor, levels: int, log_diff: bool) -> Tuple[t
     bins = h.numel()
     total = h.sum()
     zero = torch.zeros(1, dtype=torch.float64)
-    cum = torch.cat([zero, torch.cumsum(h, 0)])                       # cum[k] = sum h[:k]
+    cum = torch.cat([zero, torch.cumsum(h, 0)])  # cum[k] = sum h[:k]
     cum_hlogh = torch.cat([zero, torch.cumsum(torch.xlogy(h, h), 0)])
     cum_nz = torch.cat([zero, torch.cumsum((h > 0).double(), 0)])
-    cand = torch.arange(levels, bins + 1)                              # (n,)
+    cand = torch.arange(levels, bins + 1)  # (n,)
     g = torch.arange(levels + 1)
     # Group g covers bins [ceil(g * i / levels), ceil((g + 1) * i / levels)).
-    edges = torch.div(g[None] * cand[:, None] + levels - 1, levels, rounding_mode='floor')  # (n, L+1)
+    edges = torch.div(g[None] * cand[:, None] + levels - 1, levels,
+                      rounding_mode='floor')  # (n, L+1)
     group_sum = cum[edges[:, 1:]] - cum[edges[:, :-1]]
     group_nz = cum_nz[edges[:, 1:]] - cum_nz[edges[:, :-1]]
-    inside = cum[cand]                                                 # Q's normaliser
+    inside = cum[cand]  # Q's normaliser
     outliers = total - inside
     last = h[cand - 1]
     # log q of each group (valid where the group has non-empty bins).
@@ -103,14 +105,19 @@ class KLCalibrator(BaseCalibrator):
 
     supports_per_channel = False
 
-    def __init__(self, bins: int = 2048, num_quantized_bins: Optional[int] = None,
-                 log_diff: bool = False, relu_fusion: bool = False,
-                 followed_by_relu: bool = False, flatten_zero_bin: bool = True):
+    def __init__(self,
+                 bins: int = 2048,
+                 num_quantized_bins: Optional[int] = None,
+                 log_diff: bool = False,
+                 relu_fusion: bool = False,
+                 followed_by_relu: bool = False,
+                 flatten_zero_bin: bool = True):
         for key, value in (('log_diff', log_diff), ('relu_fusion', relu_fusion),
-                           ('followed_by_relu', followed_by_relu),
-                           ('flatten_zero_bin', flatten_zero_bin)):
+                           ('followed_by_relu', followed_by_relu), ('flatten_zero_bin',
+                                                                    flatten_zero_bin)):
             if not isinstance(value, bool):
-                raise ValueError(f'{type(self).__name__}: {key}={value!r} is invalid; expected True or False')
+                raise ValueError(
+                    f'{type(self).__name__}: {key}={value!r} is invalid; expected True or False')
         if num_quantized_bins is not None and (not isinstance(num_quantized_bins, int)
                                                or not 2 <= num_quantized_bins <= bins):
             raise ValueError(f'{type(self).__name__}: num_quantized_bins={num_quantized_bins!r} '
@@ -150,8 +157,8 @@ class KLCalibrator(BaseCalibrator):
             return self.num_quantized_bins
         non_negative = self.min_val is not None and self.min_val >= 0
         if quantizer.unsigned or (not quantizer.symmetric and non_negative):
-            return 2 ** quantizer.bits
-        return 2 ** (quantizer.bits - 1)
+            return 2**quantizer.bits
+        return 2**(quantizer.bits - 1)
 
     def kl_per_candidate(self, levels: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Candidate threshold bin counts and their KL divergences."""
@@ -184,9 +191,16 @@ class KLCalibrator(BaseCalibrator):
 class ImprovedKLCalibrator(KLCalibrator):
     """KL calibration with both CFWS improvements on by default (log difference, ReLU fusion)."""
 
-    def __init__(self, bins: int = 2048, num_quantized_bins: Optional[int] = None,
-                 log_diff: bool = True, relu_fusion: bool = True,
-                 followed_by_relu: bool = False, flatten_zero_bin: bool = True):
-        super().__init__(bins=bins, num_quantized_bins=num_quantized_bins, log_diff=log_diff,
-                         relu_fusion=relu_fusion, followed_by_relu=followed_by_relu,
+    def __init__(self,
+                 bins: int = 2048,
+                 num_quantized_bins: Optional[int] = None,
+                 log_diff: bool = True,
+                 relu_fusion: bool = True,
+                 followed_by_relu: bool = False,
+                 flatten_zero_bin: bool = True):
+        super().__init__(bins=bins,
+                         num_quantized_bins=num_quantized_bins,
+                         log_diff=log_diff,
+                         relu_fusion=relu_fusion,
+                         followed_by_relu=followed_by_relu,
                          flatten_zero_bin=flatten_zero_bin)

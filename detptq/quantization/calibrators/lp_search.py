@@ -12,9 +12,9 @@ from .sample_buffer import SampleBuffer
 _CHUNK_ELEMENTS = 4_000_000
 
 
-def lp_error(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
-             qmin: int, qmax: int, p: float) -> torch.Tensor:
-    """Mean ``|x - Q(x)|^p`` over the last axis; ``scale``/``zero_point`` broadcast against ``x``."""
+def lp_error(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
+             p: float) -> torch.Tensor:
+    """Mean ``|x - Q(x)|^p`` over the last axis (``scale``/``zero_point`` broadcast on ``x``)."""
     return (x - fake_quantize(x, scale, zero_point, qmin, qmax)).abs().pow(p).mean(dim=-1)
 
 
@@ -28,8 +28,12 @@ class LpSearchCalibrator(BaseCalibrator):
     bounded random sample (``max_samples``); the unclipped range is exact.
     """
 
-    def __init__(self, p: float = 2.0, num_candidates: int = 100, step: float = 0.01,
-                 max_samples: int = 1_000_000, seed: int = 0):
+    def __init__(self,
+                 p: float = 2.0,
+                 num_candidates: int = 100,
+                 step: float = 0.01,
+                 max_samples: int = 1_000_000,
+                 seed: int = 0):
         if not isinstance(p, (int, float)) or p <= 0:
             raise ValueError(f'LpSearchCalibrator: p={p!r} is invalid; expected a positive number')
         if not isinstance(num_candidates, int) or num_candidates < 1:
@@ -67,8 +71,8 @@ class LpSearchCalibrator(BaseCalibrator):
         """Clip ratios from 1.0 downwards in ``step`` steps."""
         return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32)
 
-    def search(self, quantizer, values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
-               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def search(self, quantizer, values: torch.Tensor, lo: torch.Tensor,
+               hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Errors ``(num_candidates, C)`` and the best (scale, zero_point) per channel."""
         ratios = self.candidate_ratios()
         per_candidate = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
@@ -76,8 +80,9 @@ class LpSearchCalibrator(BaseCalibrator):
         for start in range(0, len(ratios), per_candidate):
             r = ratios[start:start + per_candidate, None]  # (n, 1)
             scale, zp = range_to_qparams(quantizer, lo[None] * r, hi[None] * r)  # (n, C)
-            errors.append(lp_error(values[None], scale[..., None], zp[..., None],
-                                   quantizer.qmin, quantizer.qmax, self.p))
+            errors.append(
+                lp_error(values[None], scale[..., None], zp[..., None], quantizer.qmin,
+                         quantizer.qmax, self.p))
         errors = torch.cat(errors, dim=0)
         # argmin returns the first minimum: ties keep the wider range.
         best = errors.argmin(dim=0)
@@ -88,5 +93,5 @@ class LpSearchCalibrator(BaseCalibrator):
     def compute(self, quantizer) -> Tuple[torch.Tensor, torch.Tensor]:
         self._check_has_data()
         _, scale, zp = self.search(quantizer, self.samples.values(), self.min_val, self.max_val)
-        return (squeeze_per_tensor(scale, self.per_channel),
-                squeeze_per_tensor(zp, self.per_channel))
+        return (squeeze_per_tensor(scale,
+                                   self.per_channel), squeeze_per_tensor(zp, self.per_channel))

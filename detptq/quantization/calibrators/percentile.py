@@ -19,7 +19,8 @@ class PercentileCalibrator(BaseCalibrator):
 
     def __init__(self, percentile: float = 99.99, max_samples: int = 1_000_000, seed: int = 0):
         if not isinstance(percentile, (int, float)) or not 50.0 < percentile <= 100.0:
-            raise ValueError(f'PercentileCalibrator: percentile={percentile!r} is invalid; use 50 < p <= 100')
+            raise ValueError(
+                f'PercentileCalibrator: percentile={percentile!r} is invalid; use 50 < p <= 100')
         self.percentile = float(percentile)
         self.max_samples = max_samples
         self.seed = seed
