@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from detptq.quantization import UniformQuantizer
-from detptq.quantization.calibrators import kl, lp_search
+from detptq.quantization.calibrators import kl, lp_search, percentile
 from detptq.quantization.calibrators.histogram import AbsHistogram
 from detptq.registry import CALIBRATORS
 
@@ -65,6 +65,18 @@ def test_percentile_sampling_is_bounded_and_close():
     assert q.calibrator.samples.values().numel() <= 5_000
     expected = np.percentile(np.abs(torch.cat(batches).numpy()), 99.0)
     assert q.compute_params()[0].item() * 127 == pytest.approx(expected, rel=0.05)
+
+
+def test_percentile_per_channel_in_row_chunks_matches_numpy(monkeypatch):
+    monkeypatch.setattr(percentile, '_QUANTILE_MAX_ELEMENTS', 1000)  # one 800-value row per chunk
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 5, 20, 20, generator=gen) * torch.arange(1.0, 6.0).view(1, 5, 1, 1)
+    q = quantizer_with(dict(type='PercentileCalibrator', percentile=99.0), bits=8,
+                       per_channel=True, ch_axis=1)
+    q.observe(x)
+    per_channel = np.abs(x.numpy()).transpose(1, 0, 2, 3).reshape(5, -1)
+    expected = np.percentile(per_channel, 99.0, axis=1) / 127
+    assert np.allclose(q.compute_params()[0].numpy(), expected, rtol=1e-5)
 
 
 def brute_force_mse_scale(x: torch.Tensor, bits: int, ratios: torch.Tensor) -> float:

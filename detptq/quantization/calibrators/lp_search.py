@@ -25,14 +25,15 @@ class LpSearchCalibrator(BaseCalibrator):
     Candidate ranges are ``[alpha * min, alpha * max]`` (reference code: 80-100
     candidates in 1% steps; p = 2.4 there, p = 2 is MSE). Per channel the search
     is vectorised over channels and candidates. Activations are searched on a
-    bounded random sample (``max_samples``); the unclipped range is exact.
+    bounded random sample (``max_samples`` per channel / per tensor; weights are
+    kept whole); the unclipped range is always exact.
     """
 
     def __init__(self,
                  p: float = 2.0,
                  num_candidates: int = 100,
                  step: float = 0.01,
-                 max_samples: int = 1_000_000,
+                 max_samples: int = 262_144,
                  seed: int = 0):
         if not isinstance(p, (int, float)) or p <= 0:
             raise ValueError(f'LpSearchCalibrator: p={p!r} is invalid; expected a positive number')

@@ -7,10 +7,21 @@ from detptq.registry import CALIBRATORS
 from .base import BaseCalibrator
 from .sample_buffer import SampleBuffer
 
+#: torch.quantile refuses inputs above 2^24 elements: evaluate rows in chunks
+_QUANTILE_MAX_ELEMENTS = 2**24
+
+
+def row_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile ``q`` of each row of a ``(C, N)`` tensor (linear interpolation, as numpy)."""
+    rows = max(1, _QUANTILE_MAX_ELEMENTS // max(values.shape[1], 1))
+    return torch.cat([torch.quantile(chunk, q, dim=1) for chunk in values.split(rows, dim=0)])
+
 
 @CALIBRATORS.register_module()
 class PercentileCalibrator(BaseCalibrator):
     """Range from percentiles of a bounded random sample of the observed values.
+
+    ``max_samples`` bounds the kept values per channel (per tensor: in total).
 
     Symmetric quantizers use the ``percentile`` of ``|x|``; asymmetric ones use
     the ``100 - percentile`` and ``percentile`` percentiles of ``x``.
@@ -41,8 +52,8 @@ class PercentileCalibrator(BaseCalibrator):
         values = self.samples.values()
         q = self.percentile / 100.0
         if quantizer.symmetric:
-            hi = torch.quantile(values.abs(), q, dim=1)
+            hi = row_quantile(values.abs(), q)
             return self._finish(quantizer, -hi, hi)
-        lo = torch.quantile(values, 1.0 - q, dim=1)
-        hi = torch.quantile(values, q, dim=1)
+        lo = row_quantile(values, 1.0 - q)
+        hi = row_quantile(values, q)
         return self._finish(quantizer, lo, hi)

@@ -5,7 +5,10 @@ import torch
 
 
 class SampleBuffer:
-    """Keeps at most ``max_samples`` values in total (split evenly over channels).
+    """Keeps at most ``max_samples`` values per channel (per tensor: in total).
+
+    Per channel the budget applies to each channel, so conv weights
+    (Cin x k x k values per output channel) are always kept whole.
 
     While the budget is not exceeded every value is kept, so small data give
     exact statistics; beyond it, uniformly random columns are kept (the same
@@ -20,9 +23,6 @@ class SampleBuffer:
         self.chunks: List[torch.Tensor] = []
         self.seen = 0  # values observed per channel, kept or not
 
-    def _budget(self, num_channels: int) -> int:
-        return max(1, self.max_samples // num_channels)
-
     def _subsample(self, view: torch.Tensor, keep: int) -> torch.Tensor:
         if view.shape[1] <= keep:
             return view
@@ -31,7 +31,7 @@ class SampleBuffer:
 
     def add(self, view: torch.Tensor) -> None:
         """Add a ``(C, N)`` view of new values."""
-        budget = self._budget(view.shape[0])
+        budget = self.max_samples
         seen_before, new_count = self.seen, view.shape[1]
         self.seen += new_count
         if seen_before + new_count <= budget:
