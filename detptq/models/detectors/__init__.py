@@ -1,0 +1,4 @@
+"""Detectors."""
+from .yolo_detector import YOLODetector
+
+__all__ = ['YOLODetector']
