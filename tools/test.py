@@ -11,12 +11,9 @@ import argparse
 import json
 import os.path as osp
 
-from mmengine.runner import Runner
-
-from detptq.engine.config_utils import (DictAction, check_checkpoint,
-                                        check_data, load_config, set_data_root)
-from detptq.models.deploy import switch_to_deploy
-from detptq.utils.checkpoint import is_deploy_checkpoint
+from detptq.engine.config_utils import (DictAction, build_eval_runner,
+                                        check_checkpoint, check_data,
+                                        load_config, set_data_root)
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,14 +35,7 @@ def main() -> None:
         set_data_root(cfg, args.data_root)
     check_checkpoint(args.checkpoint)
     check_data(cfg, ['test_dataloader'])
-    cfg.load_from = args.checkpoint
-    # a checkpoint's state_dict already holds the EMA weights
-    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
-                        if h.get('type') != 'EMAHook']
-    runner = Runner.from_cfg(cfg)
-    if is_deploy_checkpoint(args.checkpoint):
-        switch_to_deploy(runner.model)
-    metrics = runner.test()
+    metrics = build_eval_runner(cfg, args.checkpoint).test()
     print(json.dumps(metrics, indent=2))
     if args.out:
         with open(args.out, 'w') as f:

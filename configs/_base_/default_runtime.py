@@ -4,6 +4,9 @@ default_scope = 'detptq'
 # routes mmengine checkpoint loading through detptq's safe loader
 custom_imports = dict(imports=['detptq'], allow_failed_imports=False)
 
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20),

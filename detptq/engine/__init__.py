@@ -1,2 +1,2 @@
 """Runner extensions (hooks, loops); importing registers them."""
-from . import hooks  # noqa: F401
+from . import hooks, loops  # noqa: F401

@@ -6,7 +6,7 @@ from typing import Iterable, Optional
 
 from mmengine.config import Config, DictAction
 
-__all__ = ['DictAction', 'load_config', 'check_data', 'check_checkpoint',
+__all__ = ['DictAction', 'build_eval_runner', 'load_config', 'check_data', 'check_checkpoint',
            'set_data_root', 'dataloader_cfgs']
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
@@ -98,3 +98,20 @@ def check_checkpoint(path: Optional[str]) -> None:
             '`python tools/convert_ckpt.py SRC.pt OUT.pth`; demo checkpoints '
             'are in checkpoints/.')
 
+
+
+def build_eval_runner(cfg: Config, checkpoint: str):
+    """A Runner that evaluates ``checkpoint``; deploy-form files get a fused model first."""
+    from mmengine.runner import Runner
+
+    from detptq.models.deploy import switch_to_deploy
+    from detptq.utils.checkpoint import is_deploy_checkpoint
+    check_checkpoint(checkpoint)
+    cfg.load_from = checkpoint
+    # a checkpoint's state_dict already holds the EMA weights
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
+                        if h.get('type') != 'EMAHook']
+    runner = Runner.from_cfg(cfg)
+    if is_deploy_checkpoint(checkpoint):
+        switch_to_deploy(runner.model)
+    return runner

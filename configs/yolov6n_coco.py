@@ -1,0 +1,6 @@
+# YOLOv6-N (v3.0) on COCO val2017, official evaluation settings:
+#   python tools/test.py configs/yolov6n_coco.py yolov6n.pth --data-root data/coco
+# (an official yolov6n.pt release is converted first with tools/convert_ckpt.py)
+_base_ = ['./_base_/models/yolov6_n.py', './_base_/datasets/coco_detection.py',
+          './_base_/default_runtime.py']
+model_name = 'yolov6n'

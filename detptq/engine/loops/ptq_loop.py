@@ -1,0 +1,158 @@
+"""PTQLoop: FP mAP -> quantize + calibrate -> (reconstruct) -> quantized mAP -> result.json.
+
+It is an mmengine test loop, so ``runner.test()`` drives it: the Runner has
+already loaded ``load_from`` (the FP weights) when ``run()`` starts.
+Interrupted runs resume: the FP metrics are kept in ``run_state.json`` and
+reconstruction saves each finished unit (see detptq.reconstruction).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import os.path as osp
+import resource
+import time
+from itertools import islice
+from typing import Any, Dict, List, Optional
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner import BaseLoop, Runner
+
+from detptq.engine.evaluation import evaluate, short_metrics
+from detptq.engine.run_state import RunState
+from detptq.quantization import calibrate, quantize_model
+from detptq.quantization.calibrate import default_calib_forward
+from detptq.quantization.cfws import cfws_extra_bops
+from detptq.registry import LOOPS, RECONSTRUCTORS
+from detptq.utils.checkpoint import save_checkpoint_file
+from detptq.version import __version__
+
+
+@LOOPS.register_module()
+class PTQLoop(BaseLoop):
+    """Post-training quantization of ``runner.model``, evaluated before and after.
+
+    Args:
+        runner, dataloader, evaluator: given by the Runner (test split).
+        calib_dataloader: config of the calibration images' data loader.
+        quant_cfg: how to quantize (see ``detptq.quantization.qconfig``).
+        recon_cfg: optional reconstruction method (``RECONSTRUCTORS``).
+        num_calib_images: how many calibration images to use.
+        eval_fp: evaluate the FP model too (kept across resumed runs).
+        method, model_name: names written to result.json.
+    """
+
+    def __init__(self, runner: Runner, dataloader, evaluator,
+                 calib_dataloader: dict, quant_cfg: dict,
+                 recon_cfg: Optional[dict] = None, num_calib_images: int = 256,
+                 eval_fp: bool = True, method: str = 'ptq',
+                 model_name: Optional[str] = None) -> None:
+        super().__init__(runner, dataloader)
+        self.evaluator = runner.build_evaluator(evaluator) \
+            if isinstance(evaluator, (dict, list)) else evaluator
+        self.calib_dataloader_cfg = calib_dataloader
+        self.quant_cfg = dict(quant_cfg)
+        self.recon_cfg = dict(recon_cfg) if recon_cfg else None
+        if not isinstance(num_calib_images, int) or num_calib_images < 1:
+            raise ValueError(f'PTQLoop: num_calib_images={num_calib_images!r}; '
+                             'expected a positive int')
+        self.num_calib_images = num_calib_images
+        self.eval_fp = eval_fp
+        self.method = method
+        self.model_name = model_name or runner.experiment_name.split('_2')[0]
+
+    # -- steps ------------------------------------------------------------
+    def _signature(self) -> str:
+        cfg_text = self.runner.cfg.pretty_text
+        ckpt = self.runner.cfg.get('load_from') or ''
+        stamp = os.path.getmtime(ckpt) if osp.isfile(ckpt) else 0
+        return hashlib.sha1(f'{cfg_text}|{ckpt}|{stamp}'.encode()).hexdigest()
+
+    def _calib_batches(self) -> List[Any]:
+        loader = self.runner.build_dataloader(self.calib_dataloader_cfg)
+        batch_size = loader.batch_size or 1
+        num_batches = max(1, -(-self.num_calib_images // batch_size))
+        batches = list(islice(iter(loader), num_batches))
+        images = sum(len(b['inputs']) for b in batches)
+        print_log(f'PTQ: {images} calibration images in {len(batches)} batches',
+                  logger='current')
+        return batches
+
+    def _fp_metrics(self, state: RunState, model: torch.nn.Module) -> Dict[str, float]:
+        cached = state.get('fp_metrics')
+        if cached is not None:
+            print_log(f'PTQ: FP metrics from an earlier run: {cached}', logger='current')
+            return cached
+        metrics = short_metrics(evaluate(model, self.dataloader, self.evaluator,
+                                         desc='eval FP'))
+        state.set('fp_metrics', metrics)
+        return metrics
+
+    def run(self) -> Dict[str, Any]:
+        """Quantize, evaluate, and write ``result.json`` and ``quantized.pth``."""
+        start = time.time()
+        runner = self.runner
+        work_dir = runner.work_dir
+        state = RunState(work_dir, self._signature())
+        fp_model = runner.model
+        fp_model.eval()
+        fp_metrics = self._fp_metrics(state, fp_model) if self.eval_fp else {}
+
+        calib = self._calib_batches()
+        q_model = quantize_model(fp_model, self.quant_cfg)
+        calibrate(q_model, calib, num_batches=len(calib))
+        recon_stats = None
+        if self.recon_cfg:
+            reconstructor = RECONSTRUCTORS.build(self.recon_cfg)
+            recon_stats = reconstructor(q_model, calib, model_fp=None,
+                                        work_dir=osp.join(work_dir, 'recon'))
+        q_metrics = short_metrics(evaluate(q_model, self.dataloader,
+                                           self.evaluator, desc='eval quantized'))
+        result = self._result(fp_metrics, q_metrics, q_model, calib,
+                              time.time() - start, recon_stats)
+        save_checkpoint_file({'state_dict': q_model.state_dict(),
+                              'meta': {'quant_cfg': json.dumps(self.quant_cfg, default=str),
+                                       'config': runner.cfg.filename or ''}},
+                             osp.join(work_dir, 'quantized.pth'))
+        with open(osp.join(work_dir, 'result.json'), 'w') as f:
+            json.dump(result, f, indent=2)
+        self._print_summary(result)
+        return q_metrics
+
+    # -- reporting --------------------------------------------------------
+    def _result(self, fp: Dict[str, float], q: Dict[str, float], q_model,
+                calib: List[Any], seconds: float, recon_stats) -> Dict[str, Any]:
+        cfg = self.quant_cfg
+        images = sum(len(b['inputs']) for b in calib)
+        result = dict(
+            model=self.model_name, method=self.method,
+            w_bits=cfg.get('w_bits'), a_bits=cfg.get('a_bits'),
+            fp_metrics=fp, quant_metrics=q,
+            drop=(fp['mAP'] - q['mAP']) if 'mAP' in fp and 'mAP' in q else None,
+            calib_images=images, wall_time_s=round(seconds, 1),
+            peak_memory_mb=round(resource.getrusage(
+                resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            config=self.runner.cfg.filename, checkpoint=self.runner.cfg.get('load_from'),
+            quant_cfg=cfg, recon_cfg=self.recon_cfg,
+            detptq_version=__version__,
+            finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
+        bops = cfws_extra_bops(q_model, calib[0], forward_fn=default_calib_forward)
+        result['bops'] = {k: bops[k] for k in ('total_bops', 'cfws_extra_bops',
+                                              'extra_ratio') if k in bops}
+        if recon_stats:
+            result['recon_units'] = len(recon_stats)
+        return result
+
+    @staticmethod
+    def _print_summary(result: Dict[str, Any]) -> None:
+        fp, q = result['fp_metrics'], result['quant_metrics']
+        keys = [k for k in ('mAP', 'AP50', 'AP75', 'APs', 'APm', 'APl') if k in q]
+        lines = [f"{result['model']}  {result['method']}  "
+                 f"W{result['w_bits']}A{result['a_bits']}",
+                 '          ' + ''.join(f'{k:>8}' for k in keys)]
+        if fp:
+            lines.append('FP        ' + ''.join(f'{fp.get(k, float("nan")):8.3f}' for k in keys))
+        lines.append('quantized ' + ''.join(f'{q[k]:8.3f}' for k in keys))
+        print_log('\n'.join(lines), logger='current')

@@ -1,0 +1,55 @@
+"""Quantize a trained detector after training and report FP vs quantized COCO mAP.
+
+    python tools/quantize.py configs/demo/yolov6n_demo_detptq_w4a8.py
+    python tools/quantize.py configs/yolov6s_detptq.py --checkpoint yolov6s.pth --data-root data/coco
+    python tools/quantize.py CONFIG --cfg-options quant_cfg.w_bits=4 recon_cfg.iters=500
+
+Writes WORK_DIR/result.json (the leaderboard row) and WORK_DIR/quantized.pth.
+Re-running the same command resumes: FP metrics and finished reconstruction
+units are reused.
+"""
+import argparse
+
+from detptq.engine.config_utils import (DictAction, build_eval_runner,
+                                        check_data, load_config, set_data_root)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Post-training quantization.')
+    parser.add_argument('config', help='PTQ config (model + data + quant_cfg)')
+    parser.add_argument('--checkpoint', help='FP checkpoint (default: the config\'s load_from)')
+    parser.add_argument('--work-dir', help='output folder (default: work_dirs/<config name>)')
+    parser.add_argument('--data-root', help='data set root (default: the config\'s)')
+    parser.add_argument('--num-calib-images', type=int,
+                        help='calibration images (default: the config\'s)')
+    parser.add_argument('--no-fp-eval', action='store_true',
+                        help='skip evaluating the FP model')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. quant_cfg.w_bits=4')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    for key in ('quant_cfg', 'calib_dataloader'):
+        if cfg.get(key) is None:
+            raise SystemExit(f'{args.config}: no `{key}` in the config; inherit a '
+                             'configs/_base_/ptq/*.py file and a data set config')
+    checkpoint = args.checkpoint or cfg.get('load_from')
+    if not checkpoint:
+        raise SystemExit(f'{args.config}: no checkpoint; pass --checkpoint or set load_from')
+    check_data(cfg, ['test_dataloader', 'calib_dataloader'])
+    cfg.test_cfg = dict(
+        type='PTQLoop', calib_dataloader=cfg.calib_dataloader,
+        quant_cfg=cfg.quant_cfg, recon_cfg=cfg.get('recon_cfg'),
+        num_calib_images=args.num_calib_images or cfg.get('num_calib_images', 256),
+        eval_fp=not args.no_fp_eval, method=cfg.get('method', 'ptq'),
+        model_name=cfg.get('model_name'))
+    build_eval_runner(cfg, checkpoint).test()
+
+
+if __name__ == '__main__':
+    main()
