@@ -1,0 +1,160 @@
+"""Memory-bounded cache of unit inputs/outputs over the calibration set.
+
+``UnitDataCache`` stores, per recorded unit call, named fields (for example
+``q_in`` = the unit's arguments in the quantized model, ``fp_out`` = its FP
+output). A field may be any nesting of tuples/lists/dicts of tensors that
+share a leading batch dimension. Calls whose tensors have different shapes
+(e.g. a head shared by several pyramid levels) land in separate groups; a
+sampled batch always comes from one group.
+
+Chunks stay in RAM up to ``max_bytes``; beyond that each new chunk is written
+to a torch file in a temporary directory (under ``spill_dir``) and read back
+memory-mapped, so sampling random rows only touches the pages it needs.
+These are scratch files, not checkpoints: they are deleted by ``close()``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch.utils import _pytree as pytree
+
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3
+
+
+class _Group:
+    """Chunks whose fields have the same structure and per-row shapes."""
+
+    def __init__(self, specs: Dict[str, Any]) -> None:
+        self.specs = specs
+        self.chunks: List[Dict[str, List[torch.Tensor]]] = []
+        self.offsets: List[int] = [0]  # cumulative row counts
+
+    @property
+    def rows(self) -> int:
+        return self.offsets[-1]
+
+    def gather(self, rows: torch.Tensor) -> Dict[str, Any]:
+        """Rows (global indices in this group) of every field, re-nested."""
+        rows, _ = rows.sort()  # sorted reads are kinder to memory-mapped files
+        offsets = torch.tensor(self.offsets)
+        chunk_ids = torch.bucketize(rows, offsets[1:], right=True)
+        out: Dict[str, Any] = {}
+        for field, spec in self.specs.items():
+            n_leaves = len(self.chunks[0][field])
+            leaves = []
+            for leaf in range(n_leaves):
+                parts = []
+                for cid in chunk_ids.unique().tolist():
+                    local = rows[chunk_ids == cid] - self.offsets[cid]
+                    parts.append(self.chunks[cid][field][leaf][local])
+                leaves.append(torch.cat(parts) if len(parts) > 1 else parts[0])
+            out[field] = pytree.tree_unflatten(leaves, spec)
+        return out
+
+
+class UnitDataCache:
+    """Named per-call tensors over the calibration set; RAM up to max_bytes, then disk."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES,
+                 spill_dir: Optional[str] = None) -> None:
+        self.max_bytes = int(max_bytes)
+        self.spill_dir = spill_dir
+        self._tmp_dir: Optional[str] = None
+        self._groups: Dict[str, _Group] = {}
+        self.bytes_in_memory = 0
+        self.bytes_on_disk = 0
+        self._n_files = 0
+
+    # ----------------------------------------------------------------- adding
+    def add(self, **fields: Any) -> None:
+        """Add one call's fields (pytrees of tensors with a common batch size)."""
+        flat, specs, rows = {}, {}, None
+        for name, value in fields.items():
+            leaves, spec = pytree.tree_flatten(value)
+            if not leaves or not all(isinstance(t, torch.Tensor) for t in leaves):
+                raise TypeError(f'field {name!r} must hold tensors only')
+            for t in leaves:
+                if rows is None:
+                    rows = t.shape[0]
+                if t.dim() == 0 or t.shape[0] != rows:
+                    raise ValueError(f'field {name!r}: all tensors need batch size {rows}')
+            flat[name] = [t.detach() for t in leaves]
+            specs[name] = spec
+        key = repr([(n, str(specs[n]), [tuple(t.shape[1:]) + (t.dtype,) for t in flat[n]])
+                    for n in sorted(flat)])
+        group = self._groups.setdefault(key, _Group(specs))
+        group.chunks.append(self._store(flat))
+        group.offsets.append(group.offsets[-1] + rows)
+
+    def _store(self, flat: Dict[str, List[torch.Tensor]]) -> Dict[str, List[torch.Tensor]]:
+        nbytes = sum(t.numel() * t.element_size() for ts in flat.values() for t in ts)
+        if self.bytes_in_memory + nbytes <= self.max_bytes:
+            self.bytes_in_memory += nbytes
+            # clone: a view would keep a larger storage (the whole feature map) alive
+            return {k: [t.clone() for t in ts] for k, ts in flat.items()}
+        if self._tmp_dir is None:
+            if self.spill_dir:
+                os.makedirs(self.spill_dir, exist_ok=True)
+            self._tmp_dir = tempfile.mkdtemp(prefix='unit_cache_', dir=self.spill_dir)
+        path = os.path.join(self._tmp_dir, f'chunk_{self._n_files:05d}.pt')
+        self._n_files += 1
+        torch.save({k: [t.contiguous().cpu() for t in ts] for k, ts in flat.items()}, path)
+        self.bytes_on_disk += nbytes
+        # scratch file written above by this process: mmap keeps it out of RAM
+        return torch.load(path, mmap=True, weights_only=True)
+
+    # --------------------------------------------------------------- reading
+    def __len__(self) -> int:
+        return sum(g.rows for g in self._groups.values())
+
+    @property
+    def spilled(self) -> bool:
+        """True when part of the cache lives on disk."""
+        return self.bytes_on_disk > 0
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator] = None
+               ) -> Dict[str, Any]:
+        """A random batch (rows without replacement) from one group chosen by size."""
+        if not self._groups:
+            raise RuntimeError('the cache is empty')
+        groups = list(self._groups.values())
+        if len(groups) == 1:
+            group = groups[0]
+        else:
+            weights = torch.tensor([g.rows for g in groups], dtype=torch.float)
+            group = groups[int(torch.multinomial(weights, 1, generator=generator))]
+        rows = torch.randperm(group.rows, generator=generator)[:batch_size]
+        return group.gather(rows)
+
+    def iter_batches(self, batch_size: int, limit: Optional[int] = None
+                     ) -> Iterator[Dict[str, Any]]:
+        """Every row in order (up to ``limit`` rows per group), ``batch_size`` rows at a time."""
+        for group in self._groups.values():
+            total = group.rows if limit is None else min(group.rows, limit)
+            for start in range(0, total, batch_size):
+                yield group.gather(torch.arange(start, min(start + batch_size, total)))
+
+    # -------------------------------------------------------------- clean-up
+    def close(self) -> None:
+        """Drop all data and delete the spill files."""
+        self._groups.clear()
+        self.bytes_in_memory = self.bytes_on_disk = 0
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+
+    def __enter__(self) -> 'UnitDataCache':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to clean safely
+            pass
