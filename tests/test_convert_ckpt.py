@@ -1,0 +1,376 @@
+"""tools/convert_ckpt.py: official YOLOv6/YOLOv7 pickled releases and mmyolo
+state dicts -> plain detptq checkpoints, every key accounted for, identical
+outputs; wrong-model files and code-carrying pickles are refused clearly."""
+import argparse
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.runner.checkpoint import load_checkpoint
+from torch import nn
+
+import official_yolo_fakes as fakes
+from detptq.models.converters import ConversionError, convert_checkpoint
+from detptq.models.converters.mmyolo import map_mmyolo
+from test_yolov7_models import CFG_DIR, build
+
+YOLOV7_TINY_ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
+                       [116, 90, 156, 198, 373, 326]]
+YOLOV7_ANCHORS = [[12, 16, 19, 36, 40, 28], [36, 75, 76, 55, 72, 146],
+                  [142, 110, 192, 243, 459, 401]]
+X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+def cfg_path(name: str) -> str:
+    return os.path.join(CFG_DIR, name + '.py')
+
+
+def small_l_config(tmp_path) -> str:
+    """A config file: the YOLOv7 layout at 1/16 width (fast, every layer kept)."""
+    path = tmp_path / 'yolov7_small.py'
+    path.write_text(
+        f"_base_ = {os.path.abspath(cfg_path('yolov7'))!r}\n"
+        f"model = dict(backbone=dict(widen_factor=1 / 16),\n"
+        f"             neck=dict(in_channels=[32, 64, 64], out_channels=[8, 16, 32]),\n"
+        f"             bbox_head=dict(in_channels=[16, 32, 64]))\n")
+    return str(path)
+
+
+def load_converted(config: str, path: str, deploy: bool = False) -> nn.Module:
+    """Build the config's model and load the converted file the mmengine way."""
+    from detptq.models.converters import build_model
+    model = build_model(config)
+    if deploy:
+        model.switch_to_deploy()
+    load_checkpoint(model, path, map_location='cpu', strict=True)
+    return model.eval()
+
+
+def outputs(model: nn.Module):
+    with torch.no_grad():
+        cls, box = model(X, mode='tensor')
+    return cls + box
+
+
+def assert_same(a, b, tol=1e-5):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.shape == y.shape and (x - y).abs().max().item() < tol
+
+
+def assert_not_importable(*packages):
+    for pkg in packages:
+        assert pkg not in sys.modules and importlib.util.find_spec(pkg) is None
+
+
+# --------------------------------------------------------------- YOLOv7
+@torch.no_grad()
+def fuse_official_repconvs(off: nn.Module) -> None:
+    """Official deploy form: RepConv branches replaced by one ``rbr_reparam`` conv."""
+    from detptq.models.layers.rep_blocks import fold_bn
+    for m in off.modules():
+        if type(m).__name__ == 'RepConv':
+            k3, b3 = fold_bn(m.rbr_dense[0].weight, None, m.rbr_dense[1])
+            k1, b1 = fold_bn(m.rbr_1x1[0].weight, None, m.rbr_1x1[1])
+            conv = nn.Conv2d(k3.shape[1], k3.shape[0], 3, 1, 1)
+            conv.weight.copy_(k3 + nn.functional.pad(k1, [1, 1, 1, 1]))
+            conv.bias.copy_(b3 + b1)
+            del m.rbr_dense, m.rbr_1x1, m.rbr_identity
+            m.rbr_reparam = conv
+
+
+def save_official_yolov7(path, arch: str, implicit: bool = True, seed: int = 0,
+                         with_ema: bool = False, fused: bool = False):
+    """Write an official-format YOLOv7 .pt (whole FP16 model); return reference maps."""
+    fakes.install_fake_yolov7()
+    if arch == 'tiny':
+        off = fakes.Model(fakes.YOLOV7_TINY_LAYERS, fakes.YOLOV7_TINY_DETECT_FROM,
+                          80, YOLOV7_TINY_ANCHORS, act=nn.LeakyReLU(0.1),
+                          implicit=implicit)
+    else:
+        off = fakes.Model(fakes.YOLOV7_L_LAYERS, fakes.YOLOV7_L_DETECT_FROM, 80,
+                          YOLOV7_ANCHORS, width=1 / 16, implicit=implicit)
+    fakes.randomize_(off.eval(), seed)
+    if fused:
+        fuse_official_repconvs(off)
+    off.half().float()  # the reference sees the FP16-rounded weights
+    with torch.no_grad():
+        ref = off(X)
+    # as official releases: numpy fitness and the argparse options ride along
+    ckpt = {'model': off.half(), 'optimizer': None, 'training_results': None,
+            'epoch': -1, 'best_fitness': np.float64(0.51),
+            'opt': argparse.Namespace(img_size=[640, 640])}
+    if with_ema:  # official loaders prefer 'ema': make it the reference
+        ema = fakes.randomize_(fakes.Model(
+            fakes.YOLOV7_TINY_LAYERS, fakes.YOLOV7_TINY_DETECT_FROM, 80,
+            YOLOV7_TINY_ANCHORS, act=nn.LeakyReLU(0.1),
+            implicit=implicit).eval(), seed + 1)
+        ema.half().float()
+        with torch.no_grad():
+            ref = ema(X)
+        ckpt['ema'] = ema.half()
+    torch.save(ckpt, path)
+    fakes.remove_fake_modules('models')
+    assert_not_importable('models')
+    return ref
+
+
+@pytest.fixture(scope='module')
+def tiny_file(tmp_path_factory):
+    """An official-format YOLOv7-tiny file (IDetect) and its reference maps."""
+    path = tmp_path_factory.mktemp('tiny') / 'yolov7-tiny.pt'
+    return path, save_official_yolov7(path, 'tiny')
+
+
+@pytest.fixture(scope='module')
+def yolov6_n():
+    """A randomised YOLOv6-N (FP16-rounded weights) and its outputs."""
+    return yolov6_n_reference()
+
+
+@pytest.mark.parametrize('arch,implicit,with_ema', [
+    ('tiny', True, False),  # training IDetect (ia/im), 'model' only
+    ('tiny', False, True),  # deploy Detect (no ia/im), 'ema' preferred
+    ('l', True, False),     # YOLOv7 layout at 1/16 width
+    ('l-fused', True, False)])  # same, RepConv already fused (rbr_reparam)
+def test_official_yolov7_converts_exactly(tmp_path, request, arch, implicit,
+                                          with_ema):
+    out = tmp_path / 'converted.pth'
+    if (arch, implicit, with_ema) == ('tiny', True, False):
+        src, ref = request.getfixturevalue('tiny_file')
+    else:
+        src = tmp_path / 'official.pt'
+        ref = save_official_yolov7(src, arch.split('-')[0], implicit,
+                                   with_ema=with_ema, fused=arch == 'l-fused')
+    config = cfg_path('yolov7_tiny') if arch == 'tiny' else small_l_config(tmp_path)
+    ckpt = convert_checkpoint(str(src), str(out), config=config)
+    meta = ckpt['meta']
+    assert meta['source_format'] == 'yolov7-official'
+    assert meta['source_class'] == 'models.yolo.Model'
+    assert meta['source_float_dtypes'] == ['float16']
+    assert meta['weights_from'] == ('ema' if with_ema else 'model')
+    assert meta['dropped_keys'] == {}
+    implicit_fills = [k for k in meta['filled_keys'] if 'implicit' in k]
+    assert len(implicit_fills) == (0 if implicit else 6)
+    assert all(v.dtype != torch.float16 for v in ckpt['state_dict'].values())
+    assert meta['deploy_form'] == (arch == 'l-fused')
+    model = load_converted(config, str(out), deploy=meta['deploy_form'])
+    head = model.bbox_head
+    got = fakes.official_raw_maps(head, *model(X, mode='tensor'))
+    assert_same(got, ref)
+
+
+def test_yolov7_without_config_guesses_tiny_and_cli_runs(tmp_path, tiny_file,
+                                                         monkeypatch, capsys):
+    src, out = tiny_file[0], tmp_path / 'out.pth'
+    spec = importlib.util.spec_from_file_location(
+        'convert_ckpt_cli', os.path.join(CFG_DIR, '..', '..', '..', 'tools',
+                                         'convert_ckpt.py'))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.setattr(sys, 'argv', ['convert_ckpt.py', str(src), str(out)])
+    assert cli.main() == 0
+    printed = capsys.readouterr().out
+    assert 'YOLOv7-tiny' in printed and 'yolov7_tiny.py' in printed
+    assert os.path.isfile(out)
+
+
+def test_wrong_config_gives_a_clear_error(tiny_file):
+    src = tiny_file[0]
+    with pytest.raises(ConversionError) as err:
+        convert_checkpoint(str(src), None, config=cfg_path('yolov6_n'))
+    msg = str(err.value)
+    assert 'does not fit' in msg and 'YOLOv7-tiny' in msg
+    assert 'model keys not in the file' in msg and 'yolov7_tiny.py' in msg
+    # the first unmatched modules on both sides are named
+    assert 'backbone.stem.0.conv.weight' in msg
+    assert 'backbone.stem.rbr_dense.bn.{weight,bias,' in msg
+
+
+def test_mutated_mapping_would_be_detected(tmp_path, tiny_file):
+    """The exactness checks above are sensitive: swapping two same-shaped
+    ELAN branches changes the outputs."""
+    (src, ref), out = tiny_file, tmp_path / 'converted.pth'
+    convert_checkpoint(str(src), str(out), config=cfg_path('yolov7_tiny'))
+    model = load_converted(cfg_path('yolov7_tiny'), str(out))
+    elan = model.backbone.stage2[1]
+    short = {k: v.clone() for k, v in elan.short_conv.state_dict().items()}
+    elan.short_conv.load_state_dict(elan.main_conv.state_dict())
+    elan.main_conv.load_state_dict(short)
+    got = fakes.official_raw_maps(model.bbox_head, *model(X, mode='tensor'))
+    assert max((a - b).abs().max().item() for a, b in zip(got, ref)) > 1e-3
+
+
+# --------------------------------------------------------------- YOLOv6
+def wrap_release_04(tree: nn.Module) -> None:
+    """Give a 0.3-named tree the 0.4 nesting: ConvBNReLU.block, SimCSPSPPF.cspsppf."""
+    names = ('ConvBNReLU', 'ConvModule', 'SimCSPSPPF', 'CSPSPPFModule')
+    new_cls = {n: type(n, (nn.Module,), {}) for n in names}
+    fakes._register('yolov6.layers.common', *new_cls.values())
+    # 0.4 class -> (wrapper, attribute, wrapped class)
+    rules = {'ConvBNAct': ('ConvBNReLU', 'block', 'ConvModule'),
+             'SimCSPSPPF': ('SimCSPSPPF', 'cspsppf', 'CSPSPPFModule')}
+
+    def visit(mod):
+        for name, child in list(mod._modules.items()):
+            if child is None:
+                continue
+            visit(child)
+            rule = rules.get(type(child).__name__)
+            if rule and type(child) is not new_cls[rule[0]]:
+                wrapper = new_cls[rule[0]]()
+                child.__class__ = new_cls[rule[2]]
+                wrapper._modules[rule[1]] = child
+                mod._modules[name] = wrapper
+
+    visit(tree)
+
+
+def yolov6_n_reference(seed: int = 0):
+    torch.manual_seed(seed)
+    model = build('yolov6_n')
+    fakes.randomize_(model, seed)
+    model.half().float()
+    return model, outputs(model)
+
+
+@pytest.mark.parametrize('release', ['0.3', '0.4'])
+def test_official_yolov6_converts_exactly(tmp_path, yolov6_n, release):
+    model, ref = yolov6_n
+    tree = fakes.stand_in_tree(model, 'yolov6', {'bbox_head': 'detect'})
+    if release == '0.4':
+        wrap_release_04(tree)
+    # an official training-only branch (anchor-aided head) rides along
+    tree.detect._modules['cls_preds_ab'] = nn.ModuleList(
+        nn.Conv2d(c, 240, 1) for c in (32, 64, 128))
+    src, out = tmp_path / 'yolov6n.pt', tmp_path / 'yolov6n.pth'
+    torch.save({'model': tree.half(), 'ema': None, 'updates': None,
+                'optimizer': None, 'epoch': -1}, src)
+    fakes.remove_fake_modules('yolov6')
+    assert_not_importable('yolov6')
+    ckpt = convert_checkpoint(str(src), str(out))  # config guessed
+    meta = ckpt['meta']
+    assert meta['config'].endswith('yolov6_n.py')
+    assert meta['source_format'] == f"yolov6-official-{release if release == '0.4' else '0.2/0.3'}"
+    assert sorted(meta['dropped_keys']) == sorted(
+        f'bbox_head.cls_preds_ab.{i}.{p}' for i in range(3)
+        for p in ('weight', 'bias'))
+    assert_same(outputs(load_converted(meta['config'], str(out))), ref)
+
+
+def test_yolov6_file_with_a_wrong_size_config_names_the_right_model(tmp_path,
+                                                                  yolov6_n):
+    model, _ = yolov6_n
+    tree = fakes.stand_in_tree(model, 'yolov6', {'bbox_head': 'detect'})
+    src = tmp_path / 'yolov6n.pt'
+    torch.save({'model': tree.half()}, src)
+    fakes.remove_fake_modules('yolov6')
+    with pytest.raises(ConversionError) as err:
+        convert_checkpoint(str(src), None, config=cfg_path('yolov6_s'))
+    msg = str(err.value)
+    assert 'shape mismatches' in msg and 'YOLOv6-N (v3 layout' in msg
+    assert 'yolov6_n.py' in msg
+
+
+def test_code_in_a_pickle_is_refused_not_run(tmp_path):
+    marker = tmp_path / 'pwned'
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f'touch {marker}',)
+
+    src = tmp_path / 'evil.pt'
+    torch.save({'model': Evil()}, src)
+    with pytest.raises(ConversionError, match='refusing to load global'):
+        convert_checkpoint(str(src), None)
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------- mmyolo
+def to_mmyolo_v7(state):
+    """detptq YOLOv7-tiny names -> mmyolo's (TinyDownSampleBlock, convs_pred)."""
+    out = {}
+    for k, v in state.items():
+        k = k.replace('.main_conv.', '.main_convs.0.')
+        for i in (0, 1):
+            k = k.replace(f'.blocks.{i}.', f'.main_convs.{i + 1}.')
+        for part, idx in (('implicit_add', 0), ('conv', 1), ('implicit_mul', 2)):
+            for lvl in range(3):
+                k = k.replace(f'bbox_head.pred_layers.{lvl}.{part}.',
+                              f'bbox_head.head_module.convs_pred.{lvl}.{idx}.')
+        out[k] = v
+    return out
+
+
+def to_mmyolo_v6(state):
+    """detptq YOLOv6 (v3, RepBlock) names -> mmyolo YOLOv6EfficientRep/RepBiPAFPN."""
+    neck = {'reduce_layer0': 'reduce_layers.2', 'Rep_p4': 'top_down_layers.0.0',
+            'reduce_layer1': 'top_down_layers.0.1', 'Rep_p3': 'top_down_layers.1',
+            'downsample2': 'downsample_layers.0', 'Rep_n3': 'bottom_up_layers.0',
+            'downsample1': 'downsample_layers.1', 'Rep_n4': 'bottom_up_layers.1'}
+    out = {}
+    for k, v in state.items():
+        parts = k.split('.')
+        if parts[0] == 'backbone' and parts[1].startswith('ERBlock_'):
+            stage = int(parts[1][-1]) - 1
+            if parts[2] == '2':  # SPPF: cv{j} -> conv{j}
+                k = '.'.join([f'backbone.stage{stage}.1',
+                              parts[3].replace('cv', 'conv')] + parts[4:])
+            else:
+                k = '.'.join([f'backbone.stage{stage}.0', parts[2]] + parts[3:])
+        elif parts[0] == 'neck' and parts[1] in neck:
+            k = '.'.join(['neck', neck[parts[1]]] + parts[2:])
+        elif parts[0] == 'neck' and parts[1].startswith('Bifusion'):
+            rest = '.'.join(parts[2:]).replace('upsample.upsample_transpose.',
+                                               'upsample.')
+            rest = rest.replace('cv1.', 'conv1.').replace('cv2.', 'conv2.') \
+                .replace('cv3.', 'conv3.')
+            k = f'neck.upsample_layers.{parts[1][-1]}.{rest}'
+        elif parts[0] == 'bbox_head':
+            if parts[1] in ('proj', 'proj_conv'):
+                continue  # mmyolo computes these; the converter fills them
+            k = 'bbox_head.head_module.' + '.'.join(parts[1:])
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize('name,to_mmyolo', [('yolov7_tiny', to_mmyolo_v7),
+                                            ('yolov6_n', to_mmyolo_v6)])
+def test_mmyolo_state_dict_converts_exactly(tmp_path, request, name, to_mmyolo):
+    if name == 'yolov6_n':
+        model, ref = request.getfixturevalue('yolov6_n')
+    else:
+        torch.manual_seed(0)
+        model = fakes.randomize_(build(name))
+        ref = outputs(model)
+    src, out = tmp_path / 'mmyolo.pth', tmp_path / 'converted.pth'
+    torch.save({'meta': {'mmengine_version': '0.10.7'},
+                'state_dict': to_mmyolo(model.state_dict())}, src)
+    ckpt = convert_checkpoint(str(src), str(out), model_type='mmyolo')
+    assert ckpt['meta']['source_format'].startswith('mmyolo-')
+    assert ckpt['meta']['config'].endswith(name + '.py')
+    assert_same(outputs(load_converted(ckpt['meta']['config'], str(out))), ref)
+
+
+def test_mmyolo_bepc3_children_are_renamed():
+    t = torch.zeros(1)
+    state = {'backbone.stage1.0.1.conv1.conv.weight': t,
+             'backbone.stage1.0.1.conv3.conv.weight': t,
+             'backbone.stage1.0.1.block.conv1.conv1.rbr_dense.conv.weight': t,
+             'backbone.stage4.1.conv3.conv.weight': t,  # CSPSPPF, not BepC3
+             'neck.top_down_layers.0.0.conv2.bn.weight': t,
+             'neck.top_down_layers.0.0.conv3.bn.weight': t,
+             'neck.top_down_layers.0.0.block.block.0.alpha': t,
+             'bbox_head.head_module.stems.0.conv.weight': t}
+    mapped, unmapped, family = map_mmyolo(state)
+    assert family == 'yolov6' and not unmapped
+    assert sorted(mapped) == sorted([
+        'backbone.ERBlock_2.1.cv1.conv.weight',
+        'backbone.ERBlock_2.1.cv3.conv.weight',
+        'backbone.ERBlock_2.1.m.conv1.conv1.rbr_dense.conv.weight',
+        'backbone.ERBlock_5.2.cv3.conv.weight',
+        'neck.Rep_p4.cv2.bn.weight', 'neck.Rep_p4.cv3.bn.weight',
+        'neck.Rep_p4.m.block.0.alpha', 'bbox_head.stems.0.conv.weight'])
