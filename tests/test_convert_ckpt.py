@@ -152,7 +152,8 @@ def test_official_yolov7_converts_exactly(tmp_path, request, arch, implicit,
     assert meta['source_class'] == 'models.yolo.Model'
     assert meta['source_float_dtypes'] == ['float16']
     assert meta['weights_from'] == ('ema' if with_ema else 'model')
-    assert meta['dropped_keys'] == {}
+    assert set(meta['dropped_keys']) == {'<Detect>.anchors',
+                                         '<Detect>.anchor_grid'}
     implicit_fills = [k for k in meta['filled_keys'] if 'implicit' in k]
     assert len(implicit_fills) == (0 if implicit else 6)
     assert all(v.dtype != torch.float16 for v in ckpt['state_dict'].values())
@@ -188,6 +189,16 @@ def test_wrong_config_gives_a_clear_error(tiny_file):
     # the first unmatched modules on both sides are named
     assert 'backbone.stem.0.conv.weight' in msg
     assert 'backbone.stem.rbr_dense.bn.{weight,bias,' in msg
+
+
+def test_anchors_differing_from_the_config_are_an_error(tmp_path, tiny_file):
+    config = tmp_path / 'tiny_other_anchors.py'
+    config.write_text(
+        f"_base_ = {os.path.abspath(cfg_path('yolov7_tiny'))!r}\n"
+        "model = dict(bbox_head=dict(prior_sizes=[[(12, 16), (19, 36), (40, 28)],"
+        " [(36, 75), (76, 55), (72, 146)], [(142, 110), (192, 243), (459, 401)]]))\n")
+    with pytest.raises(ConversionError, match='anchors differ: file has'):
+        convert_checkpoint(str(tiny_file[0]), None, config=str(config))
 
 
 def test_mutated_mapping_would_be_detected(tmp_path, tiny_file):

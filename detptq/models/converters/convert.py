@@ -80,6 +80,9 @@ def convert_checkpoint(src_path: str, out_path: Optional[str] = None,
         model.switch_to_deploy()
     state, dropped, filled, problems = match_to_model(mapped, model)
     check_anchors(anchors, model, problems)
+    for name in anchors:
+        dropped[f'<Detect>.{name}'] = ('anchor constant, checked equal to '
+                                       'bbox_head.prior_sizes')
     if unmapped:
         items = list(unmapped.items())[:8]
         problems.insert(0, f'{len(unmapped)} file keys with no mapping rule, '

@@ -11,7 +11,7 @@ from typing import Dict, Optional
 import torch
 
 # stem output channels -> YOLOv6 size (base 64 channels x width multiple)
-_YOLOV6_SIZES = {16: 'n', 32: 's', 48: 'm', 64: 'l'}
+_YOLOV6_SIZES = {16: 'n', 24: 't', 32: 's', 48: 'm', 64: 'l'}
 
 
 def _first(state: Dict[str, torch.Tensor], *keys: str) -> Optional[torch.Tensor]:

@@ -18,6 +18,8 @@ from torch import nn
 # official training-only branches (fused anchor-based branch, N/S distillation)
 TRAINING_ONLY = re.compile(
     r'^bbox_head\.(cls_preds_ab|reg_preds_ab|reg_preds_dist|reg_preds_lrtb)\.')
+# state that is not a weight (mmengine data preprocessor buffers)
+NOT_WEIGHTS = re.compile(r'^data_preprocessor\.')
 # constants the model computes itself (DFL bin values)
 DERIVED_CONSTANTS = re.compile(r'^bbox_head\.(proj|proj_conv\.weight)$')
 _IMPLICIT = re.compile(r'^(bbox_head\.pred_layers\.\d+)\.(implicit_add|implicit_mul)\.implicit$')
@@ -120,6 +122,8 @@ def match_to_model(mapped: Dict[str, torch.Tensor], model: nn.Module
             out[key] = value.to(model_state[key].dtype)
         elif TRAINING_ONLY.match(key):
             dropped[key] = 'official training-only branch, absent from the model'
+        elif NOT_WEIGHTS.match(key):
+            dropped[key] = 'data preprocessor state, not a weight'
         elif DERIVED_CONSTANTS.match(key):
             dropped[key] = 'derived constant, absent from the model'
         else:

@@ -121,9 +121,6 @@ def map_mmyolo(state: Dict[str, torch.Tensor]
     mapped: Dict[str, torch.Tensor] = {}
     unmapped: Dict[str, str] = {}
     for key, value in state.items():
-        if key.startswith('data_preprocessor.'):
-            unmapped[key] = 'data preprocessor state (not a weight)'
-            continue
         new = _map_v7_key(key) if family == 'yolov7' else _map_v6_key(key, csp)
         mapped[new] = value
     return mapped, unmapped, family
