@@ -27,8 +27,7 @@ DATA_SAMPLERS = Registry('data sampler', parent=MMDET_DATA_SAMPLERS,
                          scope='detptq', locations=['detptq.datasets'])
 TRANSFORMS = Registry('transform', parent=MMDET_TRANSFORMS, scope='detptq',
                       locations=['detptq.datasets'])
-METRICS = Registry('metric', parent=MMDET_METRICS, scope='detptq',
-                   locations=['detptq.evaluation'])
+METRICS = Registry('metric', parent=MMDET_METRICS, scope='detptq')
 HOOKS = Registry('hook', parent=MMDET_HOOKS, scope='detptq',
                  locations=['detptq.engine'])
 LOOPS = Registry('loop', parent=MMDET_LOOPS, scope='detptq',

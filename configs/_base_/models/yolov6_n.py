@@ -2,7 +2,6 @@
 # + efficient decoupled head without DFL (reg_max 0). RepVGG blocks.
 # Lists are YOLOv6's combined base lists (5 backbone + 6 neck channels,
 # 5 backbone + 4 neck repeats), scaled by the multiples inside the modules.
-default_scope = 'detptq'
 
 deepen_factor = 0.33
 widen_factor = 0.25

@@ -3,7 +3,6 @@
 # (YOLOR implicit layers, folded into the prediction convs at deploy).
 # 36.9M parameters in the deploy (fused) form, as the official count.
 # Inference / PTQ only: weights come from tools/convert_ckpt.py.
-default_scope = 'detptq'
 
 model = dict(
     type='YOLODetector',
