@@ -1,0 +1,168 @@
+"""Layer-wise AdaRound, BRECQ and QDrop reconstruction (METHOD.md sections 5-6).
+
+Public entry point::
+
+    stats = reconstruct(model_fp, model_q, units, calib_data, ReconConfig(mode='qdrop'),
+                        forward_fn=None, p_map=None, work_dir='work_dirs/x')
+
+- ``model_q``: a calibrated model from ``quantize_model``; reconstructed in place.
+- ``model_fp``: the float reference with the same module names, or None
+  (a deep copy of ``model_q`` with quantization off is used: recommended, it
+  is the exact same fused graph).
+- ``units``: ``partition_units(model_q, 'block' | 'layer')``.
+- ``calib_data``: a list of batches (re-iterated once per unit), passed to
+  ``forward_fn(model, batch)`` (default: ``default_calib_forward``).
+- ``p_map``: optional ``{unit name: p}`` (DetPTQ); otherwise ``cfg.p``.
+
+Per unit (in execution order): cache the quantized model's unit input and the
+FP unit output over ``calib_data`` (QDrop also the FP input); swap each
+weight quantizer for an ``AdaRoundQuantizer`` (Adam, lr 1e-3) and, with
+``learn_act_scale``, train the input quantizers' steps with LSQ (Adam, lr
+4e-5, cosine to 0); minimise ``LpLoss(p) + lambda * rounding loss``; then
+freeze the rounding and write the hard-rounded weights back into the layer
+(they lie on the grid, so the plain UniformQuantizer reproduces them and
+export needs no AdaRound). QDrop quantizes each activation element with
+probability ``drop_prob`` during training only; ``drop_prob=1`` is BRECQ.
+
+Resumable: with ``work_dir`` each finished unit's state dict goes to
+``work_dir/recon_state/unit_XXX.pth`` (plus a fingerprint of the settings);
+a rerun loads the finished units and continues. Every unit draws its random
+numbers from its own generator seeded with ``seed`` and its index, so a
+resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+from tqdm import tqdm
+
+from detptq.quantization.calibrate import default_calib_forward
+from detptq.quantization.quant_modules import iter_quantizers
+from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
+from .data_cache import UnitDataCache
+from .lp_loss import LpLoss
+from .recon_config import ReconConfig
+from .unit_io import fill_unit_cache, trace_execution
+from .unit_training import evaluate_unit, finish_unit, optimise_unit, setup_unit
+
+STATE_DIR = 'recon_state'
+
+
+def float_reference(model_q: nn.Module) -> nn.Module:
+    """A deep copy of a quantized model with every quantizer disabled (the FP target)."""
+    model_fp = copy.deepcopy(model_q)
+    for _, quantizer in iter_quantizers(model_fp):
+        quantizer.enabled = False
+    return model_fp
+
+
+def state_path(work_dir: str, position: int) -> str:
+    """File holding the state of the unit reconstructed at ``position`` (execution order)."""
+    return os.path.join(work_dir, STATE_DIR, f'unit_{position:03d}.pth')
+
+
+def _load_finished(path: str, fingerprint: str) -> Optional[Dict[str, Any]]:
+    """The saved record of a finished unit, or None if absent or made with other settings."""
+    if not os.path.isfile(path):
+        return None
+    record = load_checkpoint_file(path)
+    if record.get('fingerprint') != fingerprint:
+        print_log(f'recon: {path} was made with other settings; recomputing from here',
+                  logger='current', level=logging.WARNING)
+        return None
+    return record
+
+
+def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: nn.Module,
+                     position: int, n_calls: int, calib_data: Sequence[Any],
+                     forward_fn: Callable, p: float, cfg: ReconConfig,
+                     bar: Optional[tqdm] = None) -> Dict[str, Any]:
+    """Cache one unit's data, optimise it, harden it in place; return its statistics."""
+    start = time.time()
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + position)
+    loss_fn = LpLoss(p)
+    device = next(unit.parameters()).device
+    with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir) as cache:
+        fill_unit_cache(cache, model_q, model_fp, name, unit, calib_data, forward_fn, n_calls,
+                        with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0)
+        before = evaluate_unit(unit, cache, loss_fn, cfg, device)
+        setup = setup_unit(unit, cfg)
+        try:
+            last = optimise_unit(unit, setup, cache, loss_fn, cfg, gen, device, bar)
+        finally:
+            finish_unit(setup)
+        after = evaluate_unit(unit, cache, loss_fn, cfg, device)
+        rows, spilled = len(cache), cache.bytes_on_disk
+    return dict(unit=name, position=position, p=float(p), loss_before=before, loss_after=after,
+                last_train_loss=last, rows=rows, spilled_bytes=spilled,
+                rounders=len(setup.rounders), act_steps=len(setup.act_quantizers),
+                seconds=time.time() - start)
+
+
+def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
+                units: Sequence[Tuple[str, nn.Module]], calib_data: Sequence[Any],
+                cfg: Union[ReconConfig, Dict[str, Any], None] = None,
+                forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
+                p_map: Optional[Dict[str, float]] = None, work_dir: Optional[str] = None,
+                resume: bool = True) -> List[Dict[str, Any]]:
+    """Reconstruct every unit of ``model_q`` in execution order (in place); return per-unit stats."""
+    if cfg is None:
+        cfg = ReconConfig()
+    elif isinstance(cfg, dict):
+        cfg = ReconConfig(**cfg)
+    forward_fn = forward_fn or default_calib_forward
+    calib_data = list(calib_data)
+    if not calib_data:
+        raise ValueError('reconstruct: calib_data is empty')
+    if model_fp is None:
+        model_fp = float_reference(model_q)
+    modes = (model_fp.training, model_q.training)
+    model_fp.eval()
+    model_q.eval()
+    order, calls, _ = trace_execution(model_q, units, calib_data[0], forward_fn)
+    stats: List[Dict[str, Any]] = []
+    resuming = resume and work_dir is not None
+    bar = tqdm(order, desc=f'reconstruct[{cfg.mode}]', disable=not cfg.progress)
+    try:
+        for position, idx in enumerate(bar):
+            name, unit = units[idx]
+            p = float((p_map or {}).get(name, cfg.p))
+            fingerprint = cfg.fingerprint(name, position, p)
+            path = state_path(work_dir, position) if work_dir else None
+            if resuming:
+                record = _load_finished(path, fingerprint)
+                if record is not None:
+                    unit.load_state_dict(record['state'])
+                    stats.append(record['stats'])
+                    print_log(f'recon [{position + 1}/{len(order)}] {name}: resumed from {path}',
+                              logger='current')
+                    continue
+                resuming = False  # everything after the first unfinished unit is redone
+            bar.set_description(f'reconstruct[{cfg.mode}] {name}')
+            if calls[idx] == 0:
+                st = dict(unit=name, position=position, p=p, skipped='never runs')
+                print_log(f'recon: unit {name} never runs in forward; skipped',
+                          logger='current', level=logging.WARNING)
+            else:
+                st = reconstruct_unit(model_fp, model_q, name, unit, position, calls[idx],
+                                      calib_data, forward_fn, p, cfg, bar)
+                print_log(f"recon [{position + 1}/{len(order)}] {name}: p={p:g} loss "
+                          f"{st['loss_before']:.5g} -> {st['loss_after']:.5g} "
+                          f"({st['seconds']:.1f}s, {st['rows']} rows)", logger='current')
+            bar.set_postfix(loss=f"{st.get('loss_after', float('nan')):.4g}")
+            stats.append(st)
+            if path is not None:
+                save_checkpoint_file(dict(unit=name, fingerprint=fingerprint,
+                                          state=unit.state_dict(), stats=st), path)
+    finally:
+        bar.close()
+        model_fp.train(modes[0])
+        model_q.train(modes[1])
+    return stats

@@ -1,0 +1,326 @@
+"""DetPTQ: choose each quantizer's Lp exponent p by the detector's output loss (METHOD.md section 7).
+
+Public entry points::
+
+    results = search_p(model_q, batches, dense_fn=default_dense_fn, cfg=PSearchConfig())
+    save_p_search(results, 'work_dir/p_search.json', 'work_dir/p_search.png')
+    apply_p_search(model_q, results)            # s_p* becomes each quantizer's scale
+    p_map = unit_p_map(units, results, layer_order)   # {unit: p} for reconstruct()
+
+For every active weight and input quantizer of every quant layer and every
+p in ``PSearchConfig.p_values`` ({1, 1.5, ..., 4.5}): the Lp-optimal scale
+s_p (the calibrators' ``LpSearchCalibrator``: weights from the weight,
+activations from the layer's FP inputs over ``batches``), then the ODOL of
+the detector with only that quantizer on at s_p. p* = argmin ODOL.
+
+Speed: FP dense outputs are computed once per batch; the module calls that
+finish before the layer are replayed from a recording (``forward_replay``),
+and the 8 candidates of one quantizer run as one batch of 8*B images.
+
+``dense_fn(model, inputs) -> (cls_prob (B,N,C), ltrb (B,N,4))`` runs the
+detector up to its dense outputs; batches must be input tensors (mmengine
+data dicts are passed through ``model.data_preprocessor`` first).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+from tqdm import tqdm
+
+from detptq.quantization.calibrators.base import range_to_qparams, squeeze_per_tensor
+from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
+from detptq.quantization.quantizer import fake_quantize
+from detptq.quantization.quant_modules import iter_quantizers
+from detptq.quantization.quantizer import UniformQuantizer
+from .forward_replay import CallTree, PrefixReplay, _tile
+from .odol import ODOL
+from .partition import quant_layers, unit_layer_names
+
+P_CANDIDATES = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)
+KINDS = ('weight', 'act')
+DenseFn = Callable[[nn.Module, Any], Tuple[torch.Tensor, torch.Tensor]]
+Target = Tuple[str, nn.Module, str, UniformQuantizer]  # (layer name, layer, kind, quantizer)
+QParams = Tuple[torch.Tensor, torch.Tensor]  # (scale, zero_point)
+
+
+def default_dense_fn(model: nn.Module, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """backbone -> neck -> bbox_head -> bbox_head.dense_outputs (docs/ARCHITECTURE.md)."""
+    feats = model.extract_feat(inputs)
+    outs = model.bbox_head(feats)
+    return model.bbox_head.dense_outputs(outs[0], outs[1])
+
+
+@dataclass
+class PSearchConfig:
+    """Settings of the DetPTQ p search."""
+    p_values: Tuple[float, ...] = P_CANDIDATES
+    num_candidates: int = 100       # clip ratios tried by the Lp search (1% steps)
+    step: float = 0.01
+    max_samples: int = 200_000      # activation values kept per layer for the Lp search
+    batch_candidates: bool = True   # run all p of one quantizer as one K*B batch
+    kinds: Tuple[str, ...] = KINDS  # which quantizers to search
+    cls_weight: float = 1.0
+    box_weight: float = 1.0
+    progress: bool = True
+
+
+def _as_inputs(model: nn.Module, batch: Any) -> Any:
+    """Input tensors of a batch (mmengine data dicts go through the data preprocessor)."""
+    if isinstance(batch, dict) and 'inputs' in batch and hasattr(model, 'data_preprocessor'):
+        return model.data_preprocessor(batch, False)['inputs']
+    return batch
+
+
+def _targets(model: nn.Module, kinds: Sequence[str]) -> List[Target]:
+    """(layer name, layer, kind, quantizer) for every active uniform quantizer."""
+    found = []
+    for name, layer in quant_layers(model):
+        for kind in kinds:
+            q = layer.weight_quantizer if kind == 'weight' else layer.input_quantizer
+            if isinstance(q, UniformQuantizer) and q.enabled and not q.is_pass_through:
+                found.append((name, layer, kind, q))
+    return found
+
+
+def _calibrator(q: UniformQuantizer, cfg: PSearchConfig) -> LpSearchCalibrator:
+    cal = LpSearchCalibrator(p=2.0, num_candidates=cfg.num_candidates, step=cfg.step,
+                             max_samples=cfg.max_samples)
+    cal.configure(per_channel=q.per_channel, ch_axis=q.ch_axis)
+    return cal
+
+
+@torch.no_grad()
+def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence[Any],
+                      dense_fn: DenseFn, cfg: PSearchConfig) -> Dict[Tuple[str, str], List[QParams]]:
+    """{(layer, kind): [(scale, zero_point) per p]} from weights and FP layer inputs."""
+    cals = {(n, k): _calibrator(q, cfg) for n, _, k, q in targets}
+    handles = []
+    for name, layer, kind, _ in targets:
+        if kind == 'weight':
+            cals[(name, kind)].observe(layer.weight)
+        else:
+            handles.append(layer.register_forward_pre_hook(
+                lambda m, args, cal=cals[(name, kind)]: cal.observe(args[0])))
+    try:
+        if handles:
+            for inputs in batches:
+                dense_fn(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    params = {}
+    for name, _, kind, q in targets:
+        cal = cals[(name, kind)]
+        if cal.has_data:  # a layer that never ran keeps its calibrated scale
+            params[(name, kind)] = lp_params_per_p(cal, q, cfg.p_values)
+    return params
+
+
+def _abs_powers(err: torch.Tensor, p_values: Sequence[float]) -> List[torch.Tensor]:
+    """|err|^p for each p; half-integer p use sqrt and products (much cheaper than pow)."""
+    cache: Dict[float, torch.Tensor] = {1.0: err}
+    root = None
+    out = []
+    for p in p_values:
+        whole, half = divmod(float(p), 1.0)
+        if half not in (0.0, 0.5) or whole > 8:
+            out.append(err.pow(p))
+            continue
+        if whole not in cache:
+            cache[whole] = err.pow(int(whole))
+        value = cache[whole]
+        if half:
+            root = err.sqrt() if root is None else root
+            value = root if whole == 0 else value * root
+        out.append(value)
+    return out
+
+
+def lp_params_per_p(cal: LpSearchCalibrator, q: UniformQuantizer, p_values: Sequence[float]
+                    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``cal.compute(q)`` for every p at once: each candidate is fake-quantized only once.
+
+    Same candidates, error and tie rule as ``LpSearchCalibrator.search``.
+    """
+    values, lo, hi = cal.samples.values(), cal.min_val, cal.max_val
+    ratios = cal.candidate_ratios()
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
+    errors: List[List[torch.Tensor]] = [[] for _ in p_values]
+    for start in range(0, len(ratios), per_chunk):
+        r = ratios[start:start + per_chunk, None]
+        scale, zp = range_to_qparams(q, lo[None] * r, hi[None] * r)
+        err = (values[None] - fake_quantize(values[None], scale[..., None], zp[..., None],
+                                            q.qmin, q.qmax)).abs()
+        for i, powered in enumerate(_abs_powers(err, p_values)):
+            errors[i].append(powered.mean(dim=-1))
+    params = []
+    for per_p in errors:
+        best_ratio = ratios[torch.cat(per_p, dim=0).argmin(dim=0)]
+        scale, zp = range_to_qparams(q, lo * best_ratio, hi * best_ratio)
+        params.append((squeeze_per_tensor(scale, cal.per_channel),
+                       squeeze_per_tensor(zp, cal.per_channel)))
+    return params
+
+
+def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
+    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair."""
+    unique: List[QParams] = []
+    slot = []
+    for scale, zp in params:
+        for i, (s, z) in enumerate(unique):
+            if torch.equal(s, scale) and torch.equal(z, zp):
+                slot.append(i)
+                break
+        else:
+            slot.append(len(unique))
+            unique.append((scale, zp))
+    return unique, torch.tensor(slot)
+
+
+def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn.Module,
+                    q: UniformQuantizer, group: List[Tuple[torch.Tensor, torch.Tensor]],
+                    inputs: Any, dense_fn: DenseFn, fp_dense, odol: ODOL) -> List[torch.Tensor]:
+    """Per-image ODOL of each (scale, zero_point) in ``group``, run as one batch."""
+    k = len(group)
+    original = layer.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for (scale, zp), chunk in zip(group, x.chunk(k)):
+            q.set_params(scale, zp)
+            q.enabled = True
+            outs.append(original(chunk))
+            q.enabled = False
+        return torch.cat(outs)
+
+    layer.forward = forward
+    try:
+        with replay.replaying(name, repeat=k):
+            cls_prob, ltrb = dense_fn(model, _tile(inputs, k))
+    finally:
+        del layer.forward
+    return [odol(fp_dense, (c, b), reduction='none')
+            for c, b in zip(cls_prob.chunk(k), ltrb.chunk(k))]
+
+
+@torch.no_grad()
+def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = default_dense_fn,
+             cfg: Optional[PSearchConfig] = None, report: Optional[Dict[str, Any]] = None
+             ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """{layer: {'weight'|'act': {'p', 'scale', 'zero_point', 'odol': {p: value}}}}; model unchanged.
+
+    ``report`` (a dict), if given, receives timing and counts.
+    """
+    cfg = cfg or PSearchConfig()
+    start = time.time()
+    was_training = model_q.training
+    model_q.eval()
+    batches = [_as_inputs(model_q, b) for b in batches]
+    targets = _targets(model_q, cfg.kinds)
+    flags = [(q, q.enabled) for _, q in iter_quantizers(model_q)]
+    grids = [(q, q.scale.detach().clone(), q.zero_point.clone())
+             for q, _ in flags if isinstance(q, UniformQuantizer)]
+    for q, _ in flags:
+        q.enabled = False  # FP everywhere; each candidate switches on exactly one quantizer
+    odol = ODOL(cfg.cls_weight, cfg.box_weight)
+    try:
+        params = lp_optimal_params(model_q, targets, batches, dense_fn, cfg)
+        t_lp = time.time() - start
+        targets = [t for t in targets if (t[0], t[2]) in params]
+        tree = CallTree(model_q, lambda: dense_fn(model_q, batches[0]))
+        replay = PrefixReplay(model_q, tree, sorted({t[0] for t in targets}))
+        sums = {(n, k): torch.zeros(len(cfg.p_values), dtype=torch.float64) for n, _, k, _ in targets}
+        images = evaluated = 0
+        bar = tqdm(total=len(batches) * len(targets), desc='DetPTQ p search',
+                   disable=not cfg.progress)
+        for inputs in batches:
+            fp_dense = replay.record(lambda: dense_fn(model_q, inputs))
+            images += fp_dense[0].shape[0]
+            for name, layer, kind, q in targets:
+                # several p often pick the same clip ratio: evaluate each grid once
+                cands, slot = _unique_params(params[(name, kind)])
+                groups = [cands] if cfg.batch_candidates else [[c] for c in cands]
+                per_image = []
+                for group in groups:
+                    per_image += _candidate_odol(model_q, replay, name, layer, q, group,
+                                                 inputs, dense_fn, fp_dense, odol)
+                totals = torch.stack([v.sum() for v in per_image]).cpu()
+                sums[(name, kind)] += totals[slot]
+                evaluated += len(cands)
+                bar.update()
+        bar.close()
+    finally:
+        for q, scale, zp in grids:
+            q.set_params(scale, zp)
+        for q, flag in flags:
+            q.enabled = flag
+        model_q.train(was_training)
+    results: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for name, _, kind, _ in targets:
+        mean = (sums[(name, kind)] / max(images, 1)).tolist()
+        # exact ties (e.g. a layer the outputs do not depend on): prefer p closest to 2 (MSE)
+        best = min(range(len(mean)), key=lambda i: (mean[i], abs(cfg.p_values[i] - 2.0)))
+        scale, zp = params[(name, kind)][best]
+        results.setdefault(name, {})[kind] = dict(
+            p=float(cfg.p_values[best]), scale=scale.tolist(), zero_point=zp.tolist(),
+            odol={str(float(p)): v for p, v in zip(cfg.p_values, mean)})
+    total = time.time() - start
+    if report is not None:
+        report.update(seconds=total, lp_search_seconds=t_lp, quantizers=len(targets),
+                      images=images, p_values=[float(p) for p in cfg.p_values],
+                      evaluated_candidates=evaluated,
+                      batch_candidates=cfg.batch_candidates)
+    print_log(f'DetPTQ p search: {len(targets)} quantizers x {len(cfg.p_values)} p '
+              f'({evaluated} distinct grids run) on {images} images in {total:.1f}s '
+              f'(Lp scale search {t_lp:.1f}s)', logger='current')
+    return results
+
+
+def apply_p_search(model_q: nn.Module, results: Dict[str, Dict[str, Dict[str, Any]]]) -> int:
+    """Set every searched quantizer's scale/zero point to its s_p*; return how many were set."""
+    modules = dict(model_q.named_modules())
+    count = 0
+    for name, kinds in results.items():
+        layer = modules.get(name)
+        if layer is None:
+            raise KeyError(f'p-search result for {name!r}, which the model does not have')
+        for kind, entry in kinds.items():
+            q = layer.weight_quantizer if kind == 'weight' else layer.input_quantizer
+            q.set_params(torch.tensor(entry['scale']), torch.tensor(entry['zero_point']))
+            count += 1
+    return count
+
+
+def unit_p_map(units: Sequence[Tuple[str, nn.Module]], results: Dict[str, Dict[str, Dict[str, Any]]],
+               layer_order: Sequence[str] = (), rule: str = 'last',
+               default: float = 2.0) -> Dict[str, float]:
+    """p of each unit's reconstruction loss from the per-layer p*.
+
+    'last': the weight p* of the unit's last quant layer in execution order
+    (``layer_order``; registration order for layers not in it), else its
+    act p*; this layer produces the unit output the loss compares.
+    'mean': the mean of all p* (weights and acts) of the unit's layers.
+    Units without any searched layer get ``default``.
+    """
+    if rule not in ('last', 'mean'):
+        raise ValueError(f"rule must be 'last' or 'mean', got {rule!r}")
+    rank = {n: i for i, n in enumerate(layer_order)}
+    p_map = {}
+    for uname, unit in units:
+        layers = [n for n in unit_layer_names(uname, unit) if n in results]
+        if not layers:
+            p_map[uname] = default
+        elif rule == 'mean':
+            ps = [e['p'] for n in layers for e in results[n].values()]
+            p_map[uname] = float(sum(ps) / len(ps))
+        else:
+            last = max(layers, key=lambda n: (rank.get(n, -1), layers.index(n)))
+            entry = results[last].get('weight') or results[last].get('act')
+            p_map[uname] = float(entry['p'])
+    return p_map
+

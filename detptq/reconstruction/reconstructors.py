@@ -1,0 +1,153 @@
+"""Registered reconstruction methods (registry ``RECONSTRUCTORS``), picked by config.
+
+    recon_cfg = dict(type='BlockReconstructor', mode='brecq' | 'qdrop' | 'layer',
+                     iters=..., batch_size=..., round_weight=..., warm_up=..., ...)
+    recon_cfg = dict(type='DetPTQReconstructor', mode='qdrop',
+                     p_search=dict(max_samples=200_000), p_rule='last', ...)
+    reconstructor = RECONSTRUCTORS.build(recon_cfg)
+    stats = reconstructor(model_q, calib_batches, model_fp=None, forward_fn=None,
+                          work_dir='work_dirs/run', dense_fn=None)
+
+Aliases with a fixed mode: ``AdaRoundReconstructor`` (layer-wise),
+``BRECQReconstructor``, ``QDropReconstructor``. Every keyword other than the
+partition options goes to ``ReconConfig``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from detptq.registry import RECONSTRUCTORS
+from .block_reconstruction import reconstruct
+from .p_search import (PSearchConfig, apply_p_search, default_dense_fn, search_p,
+                       unit_p_map)
+from .p_search_report import load_p_search, save_p_search
+from .partition import partition_units
+from .recon_config import ReconConfig
+from .unit_io import trace_execution
+
+P_SEARCH_JSON = 'p_search.json'
+P_SEARCH_PNG = 'p_search.png'
+
+
+def batch_size_of(batch: Any) -> int:
+    """Images in a batch: a tensor, or an mmengine data dict with a list of inputs."""
+    if isinstance(batch, dict) and 'inputs' in batch:
+        inputs = batch['inputs']
+        return len(inputs) if isinstance(inputs, (list, tuple)) else inputs.shape[0]
+    return batch.shape[0] if isinstance(batch, torch.Tensor) else 1
+
+
+def first_images(batches: Sequence[Any], images: Optional[int]) -> List[Any]:
+    """The first batches holding at least ``images`` images (all if None)."""
+    if images is None:
+        return list(batches)
+    taken, count = [], 0
+    for batch in batches:
+        if count >= images:
+            break
+        taken.append(batch)
+        count += batch_size_of(batch)
+    return taken
+
+
+@RECONSTRUCTORS.register_module()
+class BlockReconstructor:
+    """Partition a quantized model and run BRECQ / QDrop / layer-wise AdaRound on it."""
+
+    fixed_mode: Optional[str] = None
+
+    def __init__(self, mode: str = 'brecq', unit_types: Iterable[str] = (),
+                 transparent_types: Iterable[str] = (), **recon_kwargs: Any) -> None:
+        mode = self.fixed_mode or mode
+        self.cfg = ReconConfig(mode=mode, **recon_kwargs)
+        self.unit_types = tuple(unit_types)
+        self.transparent_types = tuple(transparent_types)
+
+    def units(self, model_q: nn.Module):
+        """Reconstruction units: each quant layer in 'layer' mode, blocks otherwise."""
+        granularity = 'layer' if self.cfg.mode == 'layer' else 'block'
+        return partition_units(model_q, granularity, self.unit_types, self.transparent_types)
+
+    def p_map(self, model_q: nn.Module, units, calib_data: Sequence[Any],
+              forward_fn: Optional[Callable], dense_fn: Optional[Callable],
+              work_dir: Optional[str], resume: bool) -> Optional[Dict[str, float]]:
+        """Per-unit loss exponents; None means cfg.p everywhere."""
+        return None
+
+    def __call__(self, model_q: nn.Module, calib_data: Sequence[Any],
+                 model_fp: Optional[nn.Module] = None, forward_fn: Optional[Callable] = None,
+                 work_dir: Optional[str] = None, resume: bool = True,
+                 dense_fn: Optional[Callable] = None) -> List[Dict[str, Any]]:
+        """Reconstruct ``model_q`` in place; returns the per-unit statistics."""
+        calib_data = list(calib_data)
+        units = self.units(model_q)
+        print_log(f'{type(self).__name__}: {len(units)} units, mode={self.cfg.mode}, '
+                  f'iters={self.cfg.iters}, batch={self.cfg.batch_size}', logger='current')
+        p_map = self.p_map(model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume)
+        return reconstruct(model_fp, model_q, units, calib_data, self.cfg, forward_fn=forward_fn,
+                           p_map=p_map, work_dir=work_dir, resume=resume)
+
+
+@RECONSTRUCTORS.register_module()
+class AdaRoundReconstructor(BlockReconstructor):
+    """Layer-wise AdaRound: every quant layer is its own unit."""
+    fixed_mode = 'layer'
+
+
+@RECONSTRUCTORS.register_module()
+class BRECQReconstructor(BlockReconstructor):
+    """BRECQ: block units, inputs from the already quantized model."""
+    fixed_mode = 'brecq'
+
+
+@RECONSTRUCTORS.register_module()
+class QDropReconstructor(BlockReconstructor):
+    """QDrop: BRECQ with activations quantized element-wise with probability drop_prob."""
+    fixed_mode = 'qdrop'
+
+
+@RECONSTRUCTORS.register_module()
+class DetPTQReconstructor(BlockReconstructor):
+    """DetPTQ: ODOL-guided p search per quantizer, then block reconstruction with those p.
+
+    ``p_search``: PSearchConfig keywords; ``p_search_images``: calibration
+    images the search uses (whole batches from the start until at least this
+    many; None: all). Each image costs ~8 x (number of quantizers) partial
+    forwards, hence the small default. ``p_rule``: how a unit gets its p
+    from its layers ('last' or 'mean', see ``unit_p_map``).
+    Results go to ``work_dir/p_search.json`` and ``.png``; with ``resume`` an
+    existing JSON is reused instead of searching again.
+    """
+
+    def __init__(self, mode: str = 'qdrop', p_search: Optional[Dict[str, Any]] = None,
+                 p_search_images: Optional[int] = 16, p_rule: str = 'last',
+                 **kwargs: Any) -> None:
+        super().__init__(mode=mode, **kwargs)
+        self.p_cfg = PSearchConfig(**(p_search or {}))
+        self.p_search_images = p_search_images
+        self.p_rule = p_rule
+        self.results: Optional[Dict[str, Any]] = None
+
+    def p_map(self, model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume):
+        json_path = os.path.join(work_dir, P_SEARCH_JSON) if work_dir else None
+        if resume and json_path and os.path.isfile(json_path):
+            self.results = load_p_search(json_path)['layers']
+            print_log(f'DetPTQ: reusing p search results from {json_path}', logger='current')
+        else:
+            batches = first_images(calib_data, self.p_search_images)
+            report: Dict[str, Any] = {}
+            self.results = search_p(model_q, batches, dense_fn or default_dense_fn, self.p_cfg,
+                                    report=report)
+            if json_path:
+                save_p_search(self.results, json_path,
+                              os.path.join(work_dir, P_SEARCH_PNG), meta=report)
+        apply_p_search(model_q, self.results)
+        from detptq.quantization.calibrate import default_calib_forward
+        _, _, layer_order = trace_execution(model_q, units, calib_data[0],
+                                            forward_fn or default_calib_forward)
+        return unit_p_map(units, self.results, layer_order, self.p_rule, self.cfg.p)
