@@ -113,3 +113,46 @@ def test_extra_unit_types_and_opaque_root_children():
     wrapper = nn.Module()
     wrapper.body = q.backbone
     assert [n for n, _ in partition_units(wrapper)] == ['body']
+
+
+def build_yolov6_n():
+    import os
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import detptq.models  # noqa: F401  (registers the YOLO parts)
+    from detptq.registry import MODELS
+    init_default_scope('detptq')
+    cfg = Config.fromfile(os.path.join(os.path.dirname(__file__), '..', 'configs', '_base_',
+                                       'models', 'yolov6_n.py'))
+    return MODELS.build(cfg.model).eval()
+
+
+def test_yolov6_n_units_and_a_short_reconstruction():
+    from detptq.quantization import calibrate
+    from detptq.reconstruction import ReconConfig, reconstruct
+    from detptq.reconstruction.partition import quant_layers
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        q = quantize_model(build_yolov6_n(), dict(w_bits=4, a_bits=8))
+        units = dict(partition_units(q))
+        kinds = {n: type(m).__name__ for n, m in units.items()}
+        assert kinds['backbone.stem'] == 'RepVGGBlock'  # fused RepVGG block: one unit
+        assert kinds['backbone.ERBlock_2.1.conv1'] == 'RepVGGBlock'  # RepBlock walked into
+        assert kinds['backbone.ERBlock_5.2'] in ('SimCSPSPPF', 'SimSPPF', 'CSPSPPF', 'SPPF')
+        assert kinds['neck.Bifusion0'] == 'BiFusion'  # concat of three inputs kept whole
+        assert kinds['bbox_head.cls_convs.0+bbox_head.cls_preds.0'] == 'ChainUnit'
+        assert len(partition_units(q, 'layer')) == len(quant_layers(q))
+        data = [torch.randn(2, 3, 64, 64)]
+        calibrate(q, data, num_batches=1, progress=False)
+        chosen = [(n, units[n]) for n in ('neck.Bifusion0',
+                                          'bbox_head.reg_convs.1+bbox_head.reg_preds.1')]
+        stats = reconstruct(None, q, chosen, data, ReconConfig(iters=3, batch_size=2,
+                                                                progress=False))
+        assert [s['unit'] for s in stats] == [n for n, _ in chosen]
+        assert all(s['rows'] == 2 and s['rounders'] > 0 for s in stats)
+    finally:
+        torch.set_num_threads(threads)
