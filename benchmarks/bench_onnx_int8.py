@@ -99,6 +99,7 @@ def ort_kernel_counts(path: str, threads: int) -> Counter:
     options.intra_op_num_threads = threads
     optimized = path + '.ort_optimized.onnx'
     options.optimized_model_filepath = optimized
+    options.log_severity_level = 3  # no warning about hardware-specific saved graphs
     ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     counts = Counter(n.op_type for n in onnx.load(optimized).graph.node)
     os.remove(optimized)

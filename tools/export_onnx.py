@@ -70,12 +70,14 @@ def _print_export(result, out: str) -> None:
         print('TensorRT rules: all satisfied')
 
 
-def _print_compare(stats: Dict[str, Dict[str, Any]]) -> None:
-    print('onnxruntime vs PyTorch (dense predictions before NMS):')
-    for label, s in stats.items():
-        print(f'  {label:28s} images {s["images"]:4d}  scores |d| max {s["scores_max_abs"]:.3g}'
-              f' mean {s["scores_mean_abs"]:.3g}   boxes (px) |d| max {s["boxes_max_abs"]:.3g}'
-              f' mean {s["boxes_mean_abs"]:.3g}')
+def _print_compare(stats: Dict[str, Dict[str, Dict[str, Any]]]) -> None:
+    print('onnxruntime vs PyTorch (dense predictions before NMS; boxes in input pixels):')
+    for session_label, rows in stats.items():
+        print(f'  {session_label}')
+        for label, s in rows.items():
+            print(f'    vs {label:30s} images {s["images"]:4d}  scores |d| max '
+                  f'{s["scores_max_abs"]:.3g} mean {s["scores_mean_abs"]:.3g}   boxes |d| max '
+                  f'{s["boxes_max_abs"]:.3g} mean {s["boxes_mean_abs"]:.3g}')
 
 
 def _pytorch_metrics(checkpoint: str) -> Optional[Dict[str, float]]:
@@ -121,20 +123,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outputs=result.output_names, notes=result.notes, scale_groups=result.groups,
         tensorrt_issues=result.tensorrt_issues)
 
-    if args.verify or args.eval:
-        session = make_session(out, args.threads)
     if args.verify:
         check_data(cfg, ['calib_dataloader'])
         images = calibration_images(cfg, q_model, args.num_verify_images)
         references = {'export form (deployed scales)': result.reference,
                       'fake-quant model': DetectorExportWrapper(q_model, args.decode).eval()}
-        stats = compare_with_pytorch(session, references, q_model.bbox_head, images,
-                                     args.decode)
+        # as written: Q/DQ run literally (the export's own exactness); optimized: what
+        # deployment runs (integer kernels, bias rounded to int32 at scale s_in * s_w)
+        sessions = {'onnxruntime, Q/DQ as written': make_session(out, args.threads, False),
+                    'onnxruntime, optimized (integer kernels)': make_session(out, args.threads)}
+        stats = {label: compare_with_pytorch(session, references, q_model.bbox_head, images,
+                                             args.decode)
+                 for label, session in sessions.items()}
         _print_compare(stats)
         summary['verify'] = stats
     if args.eval:
         check_data(cfg, ['test_dataloader'])
-        metrics = evaluate_onnx(session, q_model, cfg, args.decode)
+        metrics = evaluate_onnx(make_session(out, args.threads), q_model, cfg, args.decode)
         summary['onnx_metrics'] = metrics
         print('ONNX (onnxruntime) COCO: ' + '  '.join(f'{k} {v:.3f}' for k, v in metrics.items()))
         reference = _pytorch_metrics(args.checkpoint)

@@ -12,8 +12,11 @@ Layout (TensorRT's explicit-quantization form, see ``trt_rules``):
   (uint8 with the zero point for asymmetric quantizers, int8 for symmetric);
 - scale groups: the tensors joined by a Concat or a MaxPool (and several
   quantizers of one tensor) get ONE scale: the member with the widest real
-  range is chosen for all (``ExportResult.groups`` lists every change); then
-  equal Q/DQ chains are merged and Q/DQ after a MaxPool moves in front of it;
+  range is chosen for all (``ExportResult.groups`` lists every change); each
+  tensor entering such a group is then quantized once, where it enters, so a
+  Concat's inputs are DQ outputs of that one scale and a MaxPool passes its
+  input's grid through (no Q/DQ after it); the Q/DQ after a Concat stays in
+  front of the layers that read it (it is exact: Q/DQ is idempotent);
 - bits < 8 are INT8 Q/DQ holding the low-bit grid: weights are on it already,
   activations get a Clip at the end codes, so the codes stay in range (exact).
 
@@ -37,7 +40,8 @@ from detptq.quantization import quantize_model
 from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
 from .export_modules import QDQParams, build_export_model
 from .qdq_graph import (activation_groups, dedupe_qdq, hoist_qdq_above_maxpool,
-                        inline_constant_identities, prune_unused, topological_sort)
+                        inline_constant_identities, prune_unused, quantize_group_sources,
+                        topological_sort)
 from .trt_rules import tensorrt_issues
 
 INPUT_NAME = 'images'
@@ -247,6 +251,7 @@ def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequen
             model = _torch_to_onnx(wrapper, example, opset, dynamic_axes)
     inline_constant_identities(model)
     merged = dedupe_qdq(model)
+    sourced = quantize_group_sources(model) if quantize else 0
     hoisted = hoist_qdq_above_maxpool(model)
     merged += dedupe_qdq(model)
     topological_sort(model)
@@ -257,6 +262,9 @@ def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequen
         notes.append(f'{len(groups)} Concat/MaxPool scale groups unified to the widest-range '
                      'member (TensorRT merges these tensors into one): largest scale change '
                      f'{max(g["max_rel_scale_change"] for g in groups):.1%}')
+    if sourced:
+        notes.append(f'{sourced} Concat/MaxPool groups quantized where their tensors enter '
+                     '(Concat inputs are DQ outputs of one scale, MaxPools pass it through)')
     if merged or hoisted:
         notes.append(f'{merged} duplicate Q/DQ merged, {hoisted} moved in front of a MaxPool')
     if path:

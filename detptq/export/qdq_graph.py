@@ -9,6 +9,9 @@ then gives each group one set of parameters). The passes here only move or
 merge Q/DQ chains in ways that do not change any value:
 
 - :func:`dedupe_qdq`: chains with equal parameters on the same tensor become one;
+- :func:`quantize_group_sources`: a group's tensors are quantized where they
+  enter it (Concat inputs become DQ outputs of one scale, MaxPools read DQ
+  outputs), as Q/DQ is idempotent and commutes with Concat and MaxPool;
 - :func:`hoist_qdq_above_maxpool`: ``MaxPool -> Q/DQ`` becomes ``Q/DQ -> MaxPool``
   (max commutes with the monotone quantizer), so no Q/DQ follows a MaxPool.
 """
@@ -200,6 +203,69 @@ def hoist_qdq_above_maxpool(model: onnx.ModelProto) -> int:
         if not moved:
             return moves
         topological_sort(model)
+
+
+def _copy_chain(model: onnx.ModelProto, template: QDQChain, source: str, tag: str) -> str:
+    """Append a copy of ``template`` (same constants) reading ``source``; returns its DQ output."""
+    current = source
+    for node in template.nodes:
+        out = f'{source}_{node.op_type}_{tag}'
+        copy = onnx.helper.make_node(node.op_type, [current] + list(node.input[1:]), [out],
+                                     name=f'{node.name}_{tag}')
+        copy.attribute.extend(node.attribute)
+        model.graph.node.append(copy)
+        current = out
+    return current
+
+
+def quantize_group_sources(model: onnx.ModelProto) -> int:
+    """Quantize each Concat/MaxPool group where its tensors enter it; returns groups rewritten.
+
+    For a group whose chains all have equal parameters and whose tensors are read
+    only by the group's Concat/MaxPool nodes and its Q/DQ chains (so no float
+    consumer sees a change), every tensor entering the group (a conv or
+    activation output) gets the group's Q/DQ and the Concat/MaxPool nodes read
+    its DQ output: Concat inputs then share one scale and MaxPool outputs are on
+    the grid already, so the chains after a MaxPool are dropped. Exact, because
+    Q/DQ is idempotent and commutes with Concat and MaxPool.
+    """
+    index = GraphIndex(model)
+    roots = _union_find_groups(index)
+    tensors: Dict[str, set] = defaultdict(set)
+    for tensor, root in roots.items():
+        tensors[root].add(tensor)
+    chains: Dict[str, List[QDQChain]] = defaultdict(list)
+    for chain in activation_chains(index):
+        if chain.source in roots:
+            chains[roots[chain.source]].append(chain)
+    rewritten, removed = 0, []
+    for root, group in chains.items():
+        if len({c.signature(index) for c in group}) != 1:
+            continue
+        members = tensors[root]
+        internal = [n for n in index.graph.node
+                    if n.op_type in SCALE_JOINING_OPS and n.output[0] in members]
+        allowed = {id(n) for n in internal} | {id(c.nodes[0]) for c in group}
+        if members & index.graph_outputs or any(
+                id(user) not in allowed for t in members for user in index.consumers.get(t, [])):
+            continue
+        produced = {n.output[0] for n in internal}
+        existing = {c.source: c.dequant.output[0] for c in group}
+        for k, source in enumerate(sorted(members - produced)):
+            quantized = existing.get(source) or _copy_chain(model, group[0], source, f'src{k}')
+            for node in internal:
+                for i, name in enumerate(node.input):
+                    if name == source:
+                        node.input[i] = quantized
+        for chain in group:
+            producer = index.producer.get(chain.source)
+            if producer is not None and producer.op_type == 'MaxPool':
+                _rename_input(index, chain.dequant.output[0], chain.source)
+                removed += chain.nodes
+        rewritten += 1
+    _remove_nodes(model, removed)
+    topological_sort(model)
+    return rewritten
 
 
 def topological_sort(model: onnx.ModelProto) -> None:
