@@ -90,10 +90,11 @@ def check_weight_qdq(model):
         q = producer[dq.input[0]]
         assert q.op_type == 'QuantizeLinear' and q.input[0] in inits, conv.name
         weight, scale, zero = inits[q.input[0]], inits[dq.input[1]], inits[dq.input[2]]
-        axis = 1 if conv.op_type == 'ConvTranspose' else 0
-        assert weight.dtype == np.float32
+        assert weight.dtype == np.float32 and zero.dtype == np.int8 and not zero.any()
+        if conv.op_type == 'ConvTranspose' and scale.size == 1:
+            continue  # per-tensor transposed conv (the TensorRT-friendly choice)
+        axis = 1 if conv.op_type == 'ConvTranspose' else 0  # the output channels
         assert attr(dq, 'axis') == axis and scale.shape == (weight.shape[axis], )
-        assert zero.dtype == np.int8 and not zero.any()
     return len(convs)
 
 
@@ -326,6 +327,10 @@ def test_yolov6n_export_agrees_with_pytorch_and_evaluates(yolov6n, tmp_path):
     assert len(onnx_det) > 0 and abs(len(onnx_det) - len(torch_det)) <= 2
     torch.testing.assert_close(onnx_det.scores[:10], torch_det.scores[:10], rtol=0, atol=1e-3)
 
+    # asymmetric activations and per-output-channel transposed convs are flagged
+    assert any('symmetric' in i for i in result.tensorrt_issues)
+    assert sum('ConvTranspose' in i for i in result.tensorrt_issues) == 2
+
     decoded = export_qdq_onnx(q, None, (1, 3, 64, 64), decode=True)
     assert decoded.output_names == ['boxes', 'scores']
     boxes, scores = run_session(make_session(decoded.model, 1, False), images[0])
@@ -343,6 +348,21 @@ def _tool_main():
     finally:
         sys.path.pop(0)
     return main
+
+
+def test_yolov6n_tensorrt_config_satisfies_every_rule(yolov6n):
+    cfg, _, _ = yolov6n
+    from detptq.registry import MODELS
+    model = MODELS.build(cfg.model).eval()
+    q = quantize_model(model, dict(
+        act=dict(symmetric=True),
+        overrides=[dict(pattern='*upsample*', weight=dict(per_channel=False))]))
+    calibrate(q, [torch.rand(2, 3, 64, 64)], 1, forward_fn=lambda m, b: m(b, mode='tensor'),
+              progress=False)
+    result = export_qdq_onnx(q, None, (1, 3, 64, 64))
+    assert result.tensorrt_issues == []
+    check_weight_qdq(result.model)
+    check_concat_and_maxpool_rules(result.model)
 
 
 def test_tool_exports_and_reports_clear_errors(yolov6n, tmp_path):

@@ -1,8 +1,11 @@
 """Checks of an exported Q/DQ graph against TensorRT's explicit-quantization rules.
 
 TensorRT reads Q/DQ ONNX graphs (opset >= 13) as INT8 networks when:
-weights are per-output-channel symmetric INT8 (zero point 0; axis 0 for Conv
-and Gemm, axis 1 for ConvTranspose), activations are per-tensor symmetric INT8
+weights are per-channel symmetric INT8 with zero point 0 on axis 0 (Conv and
+Gemm: output channels; ConvTranspose: its kernels only take axis 0, the input
+channels, or one scale, NVIDIA/TensorRT#2380 and #1694, while our
+QuantConvTranspose2d quantizes per output channel, axis 1: quantize those
+layers per tensor for TensorRT), activations are per-tensor symmetric INT8
 (TensorRT supports zero point 0 and the int8 type only), the tensors joined by
 a Concat or a MaxPool carry one scale (otherwise it inserts re-quantization),
 and no Q/DQ follows a MaxPool (the DQ crosses it).
@@ -16,8 +19,8 @@ import onnx
 
 from .qdq_graph import GraphIndex, activation_groups
 
-#: weighted ops and the axis of their weight's output channels
-WEIGHT_AXIS = {'Conv': 0, 'ConvTranspose': 1, 'Gemm': 0}
+#: weighted ops and the per-channel weight axis TensorRT supports
+WEIGHT_AXIS = {'Conv': 0, 'ConvTranspose': 0, 'Gemm': 0}
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -43,8 +46,11 @@ def _weight_issues(index: GraphIndex) -> List[str]:
         if zero is None or zero.dtype != np.int8 or np.any(zero != 0):
             issues.append(f'{node.name}: weight zero point must be int8 0')
         if scale is not None and scale.size > 1 and _axis(dq) != WEIGHT_AXIS[node.op_type]:
-            issues.append(f'{node.name}: weight quantization axis {_axis(dq)} '
-                          f'(TensorRT expects {WEIGHT_AXIS[node.op_type]})')
+            hint = (' (per output channel); quantize it per tensor for TensorRT, e.g. '
+                    "overrides=[dict(pattern='*upsample*', weight=dict(per_channel=False))]"
+                    if node.op_type == 'ConvTranspose' else '')
+            issues.append(f'{node.name}: weight quantization axis {_axis(dq)}{hint} '
+                          f'(TensorRT supports axis {WEIGHT_AXIS[node.op_type]})')
     return issues
 
 
