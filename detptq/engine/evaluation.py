@@ -1,10 +1,12 @@
 """COCO evaluation of a detector through mmdet's evaluator, with a progress bar."""
 from __future__ import annotations
 
+import logging
 from typing import Dict
 
 import torch
 from mmengine.evaluator import Evaluator
+from mmengine.logging import print_log
 from tqdm import tqdm
 
 # CocoMetric's keys -> the short names used in result.json and the leaderboard
@@ -14,7 +16,15 @@ COCO_KEYS = {'coco/bbox_mAP': 'mAP', 'coco/bbox_mAP_50': 'AP50',
 
 
 def short_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
-    """Rename CocoMetric's keys to mAP/AP50/AP75/APs/APm/APl (others dropped)."""
+    """Rename CocoMetric's keys to mAP/AP50/AP75/APs/APm/APl (others dropped).
+
+    CocoMetric returns nothing when the model detected nothing at all; that
+    is an AP of 0 on every key, and it is logged as such.
+    """
+    if not any(key in metrics for key in COCO_KEYS):
+        print_log('evaluation: no detections on the whole split; AP counted as 0',
+                  logger='current', level=logging.WARNING)
+        return {short: 0.0 for short in COCO_KEYS.values()}
     return {short: float(metrics[key]) for key, short in COCO_KEYS.items()
             if key in metrics}
 

@@ -52,6 +52,10 @@ class PTQLoop(BaseLoop):
         super().__init__(runner, dataloader)
         self.evaluator = runner.build_evaluator(evaluator) \
             if isinstance(evaluator, (dict, list)) else evaluator
+        # as mmengine's TestLoop: CocoMetric needs the class names
+        if hasattr(self.dataloader.dataset, 'metainfo'):
+            self.evaluator.dataset_meta = self.dataloader.dataset.metainfo
+            runner.visualizer.dataset_meta = self.dataloader.dataset.metainfo
         self.calib_dataloader_cfg = calib_dataloader
         self.quant_cfg = dict(quant_cfg)
         self.recon_cfg = dict(recon_cfg) if recon_cfg else None

@@ -1,0 +1,92 @@
+"""End to end: tools/quantize.py on a tiny generated data set and a tiny YOLOv6-N checkpoint."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from detptq.datasets.demo_data import ensure_demo_dataset
+from detptq.registry import MODELS
+from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_DATA = dict(seed=1, num_train=2, num_val=6, num_calib=4, img_size=96)
+
+CONFIG = """
+_base_ = ['{base}']
+data_root = '{data}/'
+demo_data = {demo}
+load_from = '{ckpt}'
+num_calib_images = 4
+# random weights score ~0.01 (prior); a low threshold still exercises COCO eval
+model = dict(bbox_head=dict(test_cfg=dict(score_thr=0.001)))
+_pipe = [dict(type='LoadImageFromFile'),
+         dict(type='YOLOLetterbox', scale=(96, 96), pad_val=114),
+         dict(type='LoadAnnotations', with_bbox=True),
+         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
+              'img_shape', 'scale_factor', 'pad_param'))]
+_loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
+test_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
+calib_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
+test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+"""
+
+
+@pytest.fixture(scope='module')
+def tiny_setup(tmp_path_factory):
+    """A tiny demo data set and a random-weight YOLOv6-N checkpoint (deploy form)."""
+    tmp = tmp_path_factory.mktemp('ptq')
+    data = tmp / 'data'
+    ensure_demo_dataset(data, **TINY_DATA)
+    cfg = Config.fromfile(str(ROOT / 'configs/demo/yolov6n_demo.py'))
+    init_default_scope('detptq')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.switch_to_deploy()
+    ckpt = tmp / 'tiny.pth'
+    save_checkpoint_file({'state_dict': model.state_dict()}, str(ckpt))
+    return tmp, data, ckpt
+
+
+def run_quantize(tmp: Path, data: Path, ckpt: Path, base: str, name: str,
+                 extra: str = '') -> subprocess.CompletedProcess:
+    cfg_path = tmp / f'{name}.py'
+    cfg_path.write_text(CONFIG.format(base=ROOT / base, data=data, demo=TINY_DATA,
+                                      ckpt=ckpt) + extra)
+    return subprocess.run(
+        [sys.executable, str(ROOT / 'tools/quantize.py'), str(cfg_path),
+         '--work-dir', str(tmp / name)],
+        capture_output=True, text=True, cwd=str(tmp), timeout=600)
+
+
+def test_minmax_w8a8_writes_result_and_quantized_state(tiny_setup) -> None:
+    tmp, data, ckpt = tiny_setup
+    proc = run_quantize(tmp, data, ckpt, 'configs/demo/yolov6n_demo_minmax_w8a8.py', 'minmax')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp / 'minmax' / 'result.json').read_text())
+    assert (result['method'], result['w_bits'], result['a_bits']) == ('minmax', 8, 8)
+    for metrics in (result['fp_metrics'], result['quant_metrics']):
+        assert 0.0 <= metrics['mAP'] <= 1.0 and 0.0 <= metrics['AP50'] <= 1.0
+        # COCO reports -1 for a size bucket without ground truth
+        assert all(-1.0 <= metrics[k] <= 1.0 for k in ('APs', 'APm', 'APl'))
+    assert result['calib_images'] == 4
+    assert result['peak_memory_mb'] > 0 and result['wall_time_s'] > 0
+    state = load_checkpoint_file(str(tmp / 'minmax' / 'quantized.pth'))['state_dict']
+    assert any(k.endswith('weight_quantizer.scale') for k in state)
+
+    # A second run of the same command reuses the FP metrics instead of re-evaluating.
+    again = run_quantize(tmp, data, ckpt, 'configs/demo/yolov6n_demo_minmax_w8a8.py', 'minmax')
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'FP metrics from an earlier run' in again.stdout + again.stderr
+
+
+def test_missing_checkpoint_is_one_clear_sentence(tiny_setup) -> None:
+    tmp, data, _ = tiny_setup
+    proc = run_quantize(tmp, data, tmp / 'nope.pth', 'configs/demo/yolov6n_demo_minmax_w8a8.py',
+                        'missing')
+    assert proc.returncode != 0
+    assert 'nope.pth' in proc.stderr and 'does not exist' in proc.stderr
