@@ -90,3 +90,23 @@ def test_missing_checkpoint_is_one_clear_sentence(tiny_setup) -> None:
                         'missing')
     assert proc.returncode != 0
     assert 'nope.pth' in proc.stderr and 'does not exist' in proc.stderr
+
+
+def test_detptq_run_searches_p_and_reconstructs(tiny_setup) -> None:
+    tmp, data, ckpt = tiny_setup
+    # MinMax instead of the base's Lp search keeps the test fast
+    extra = ("recon_cfg = dict(iters=3, batch_size=2, p_search_images=2)\n"
+             "quant_cfg = dict(act=dict(calibrator=dict(_delete_=True, type='MinMaxCalibrator')),\n"
+             "                 weight=dict(calibrator=dict(_delete_=True, type='MinMaxCalibrator')))\n")
+    proc = run_quantize(tmp, data, ckpt, 'configs/demo/yolov6n_demo_detptq_w4a8.py',
+                        'detptq', extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp / 'detptq'
+    result = json.loads((run / 'result.json').read_text())
+    assert result['method'] == 'detptq' and result['w_bits'] == 4
+    assert result['recon_units'] > 10
+    p_search = json.loads((run / 'recon' / 'p_search.json').read_text())
+    chosen = {float(entry['p']) for layer in p_search['layers'].values()
+              for entry in layer.values()}
+    assert chosen <= {1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5}
+    assert (run / 'recon' / 'p_search.png').stat().st_size > 0
