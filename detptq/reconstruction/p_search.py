@@ -276,8 +276,8 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                       evaluated_candidates=evaluated,
                       batch_candidates=cfg.batch_candidates)
     print_log(f'DetPTQ p search: {len(targets)} quantizers x {len(cfg.p_values)} p '
-              f'({evaluated} distinct grids run) on {images} images in {total:.1f}s '
-              f'(Lp scale search {t_lp:.1f}s)', logger='current')
+              f'({evaluated} candidate runs over all batches, equal grids shared) on {images} '
+              f'images in {total:.1f}s (Lp scale search {t_lp:.1f}s)', logger='current')
     return results
 
 
