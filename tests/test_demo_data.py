@@ -1,0 +1,62 @@
+"""The generated demo data set: deterministic, COCO-valid, loadable by mmdet, not trivial."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from detptq.datasets.demo_data import (DEMO_CLASSES, ensure_demo_dataset,
+                                       is_demo_dataset_complete, make_demo_dataset)
+
+SMALL = dict(num_train=12, num_val=6, num_calib=4, img_size=128)
+
+
+def digest(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_same_seed_is_byte_identical_and_worker_count_does_not_matter(tmp_path) -> None:
+    make_demo_dataset(tmp_path / 'a', seed=3, workers=1, **SMALL)
+    make_demo_dataset(tmp_path / 'b', seed=3, workers=2, **SMALL)
+    make_demo_dataset(tmp_path / 'c', seed=4, workers=1, **SMALL)
+    a, b, c = (digest(tmp_path / n) for n in 'abc')
+    assert len(a) == 12 + 6 + 4 + 3 + 1  # images, 3 annotation files, manifest
+    assert a == b
+    assert a['images/train/000000.jpg'] != c['images/train/000000.jpg']
+
+
+def test_coco_format_and_content(tmp_path) -> None:
+    make_demo_dataset(tmp_path, seed=0, num_train=40, num_val=2, num_calib=2, img_size=160)
+    coco = COCO(str(tmp_path / 'annotations/instances_train.json'))
+    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(DEMO_CLASSES)
+    per_image = [len(coco.getAnnIds(imgIds=i)) for i in coco.getImgIds()]
+    assert len(per_image) == 40 and 1 <= min(per_image) and max(per_image) <= 20
+    boxes = np.array([a['bbox'] for a in coco.loadAnns(coco.getAnnIds())])
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] > 0).all()
+    assert (boxes[:, 0] + boxes[:, 2] <= 160).all() and (boxes[:, 1] + boxes[:, 3] <= 160).all()
+    used = {a['category_id'] for a in coco.loadAnns(coco.getAnnIds())}
+    assert len(used) >= 8
+    # sizes from small to large objects
+    sides = np.sqrt(boxes[:, 2] * boxes[:, 3])
+    assert sides.min() < 16 and sides.max() > 48
+
+
+def test_mmdet_coco_dataset_loads_it(tmp_path) -> None:
+    from mmdet.datasets import CocoDataset
+    ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    dataset = CocoDataset(data_root=str(tmp_path), ann_file='annotations/instances_val.json',
+                          data_prefix=dict(img='images/val/'), metainfo=dict(classes=DEMO_CLASSES),
+                          pipeline=[], test_mode=True)
+    coco = COCO(str(tmp_path / 'annotations/instances_val.json'))
+    assert len(dataset) == 6
+    assert sum(len(dataset[i]['instances']) for i in range(6)) == len(coco.getAnnIds())
+
+
+def test_ensure_regenerates_an_incomplete_folder(tmp_path) -> None:
+    ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    assert is_demo_dataset_complete(tmp_path, seed=0, **SMALL)
+    (tmp_path / 'images/val/000001.jpg').unlink()
+    assert not is_demo_dataset_complete(tmp_path, seed=0, **SMALL)
+    ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    assert (tmp_path / 'images/val/000001.jpg').is_file()
