@@ -10,7 +10,7 @@ from .quantizer import UniformQuantizer
 
 
 class QuantModuleMixin:
-    """Shared state handling of the quant modules.
+    """Shared parts of the quant modules: parameter sharing, default quantizers, forward, state flags.
 
     ``weight_quantizer`` and ``input_quantizer`` are plain submodules: the
     reconstruction code may swap ``weight_quantizer`` for another module (e.g.
@@ -20,6 +20,44 @@ class QuantModuleMixin:
 
     weight_quantizer: nn.Module
     input_quantizer: nn.Module
+    #: axis of the output channels in ``weight`` (for the default per-channel weight quantizer)
+    weight_ch_axis = 0
+
+    def _wrap_float(self, module: nn.Module, weight_quantizer: Optional[nn.Module],
+                    input_quantizer: Optional[nn.Module]) -> None:
+        """Share the float module's ``weight``/``bias`` and set both quantizers (8-bit defaults)."""
+        padding_mode = getattr(module, 'padding_mode', 'zeros')
+        if padding_mode != 'zeros':
+            raise ValueError(
+                f'{type(self).__name__}: padding_mode={padding_mode!r} is not supported')
+        self.weight = module.weight
+        self.bias = module.bias
+        if weight_quantizer is None:
+            weight_quantizer = UniformQuantizer(bits=8,
+                                                symmetric=True,
+                                                narrow_range=True,
+                                                per_channel=True,
+                                                ch_axis=self.weight_ch_axis)
+        if input_quantizer is None:
+            input_quantizer = UniformQuantizer(bits=8, symmetric=False)
+        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
+
+    def _layer_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The layer's functional op with the given weight (each subclass defines it)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._layer_op(self.input_quantizer(x), self.weight_quantizer(self.weight))
+
+    def org_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The float layer (no quantization)."""
+        return self._layer_op(x, self.weight)
+
+    def _share_params(self, float_module: nn.Module) -> nn.Module:
+        """Point a freshly built (meta-device) float module at this module's parameters."""
+        float_module.weight = self.weight
+        float_module.bias = self.bias
+        return float_module
 
     def set_quant_state(self, weight: bool = True, act: bool = True) -> None:
         """Enable or disable weight and input-activation fake quantization."""
@@ -40,19 +78,6 @@ class QuantModuleMixin:
         """The weight as used in forward (fake-quantized when enabled)."""
         return self.weight_quantizer(self.weight)
 
-    @classmethod
-    def _check_quantizers(cls, weight_quantizer: Optional[nn.Module],
-                          input_quantizer: Optional[nn.Module]):
-        if weight_quantizer is None:
-            weight_quantizer = UniformQuantizer(bits=8,
-                                                symmetric=True,
-                                                narrow_range=True,
-                                                per_channel=True,
-                                                ch_axis=0)
-        if input_quantizer is None:
-            input_quantizer = UniformQuantizer(bits=8, symmetric=False)
-        return weight_quantizer, input_quantizer
-
 
 class QuantConv2d(QuantModuleMixin, nn.Module):
     """``F.conv2d(input_quantizer(x), weight_quantizer(weight), bias)``, float conv's settings.
@@ -67,25 +92,13 @@ class QuantConv2d(QuantModuleMixin, nn.Module):
                  weight_quantizer: Optional[nn.Module] = None,
                  input_quantizer: Optional[nn.Module] = None):
         super().__init__()
-        if conv.padding_mode != 'zeros':
-            raise ValueError(f'QuantConv2d: padding_mode={conv.padding_mode!r} is not supported')
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation, self.groups = conv.padding, conv.dilation, conv.groups
-        self.weight = conv.weight
-        self.bias = conv.bias
-        self.weight_quantizer, self.input_quantizer = self._check_quantizers(
-            weight_quantizer, input_quantizer)
+        self._wrap_float(conv, weight_quantizer, input_quantizer)
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _layer_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv(self.input_quantizer(x), self.weight_quantizer(self.weight))
-
-    def org_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The float convolution (no quantization)."""
-        return self._conv(x, self.weight)
 
     @property
     def org_module(self) -> nn.Conv2d:
@@ -99,9 +112,7 @@ class QuantConv2d(QuantModuleMixin, nn.Module):
                          self.groups,
                          bias=self.bias is not None,
                          device='meta')
-        conv.weight = self.weight
-        conv.bias = self.bias
-        return conv
+        return self._share_params(conv)
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
@@ -117,17 +128,10 @@ class QuantLinear(QuantModuleMixin, nn.Module):
                  input_quantizer: Optional[nn.Module] = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight
-        self.bias = linear.bias
-        self.weight_quantizer, self.input_quantizer = self._check_quantizers(
-            weight_quantizer, input_quantizer)
+        self._wrap_float(linear, weight_quantizer, input_quantizer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
-
-    def org_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The float linear layer (no quantization)."""
-        return F.linear(x, self.weight, self.bias)
+    def _layer_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, self.bias)
 
     @property
     def org_module(self) -> nn.Linear:
@@ -136,9 +140,7 @@ class QuantLinear(QuantModuleMixin, nn.Module):
                            self.out_features,
                            bias=self.bias is not None,
                            device='meta')
-        linear.weight = self.weight
-        linear.bias = self.bias
-        return linear
+        return self._share_params(linear)
 
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}'
@@ -151,39 +153,22 @@ class QuantConvTranspose2d(QuantModuleMixin, nn.Module):
     quantization uses ``ch_axis=1`` (quantize_model sets it; exact for groups=1).
     """
 
+    weight_ch_axis = 1
+
     def __init__(self,
                  conv: nn.ConvTranspose2d,
                  weight_quantizer: Optional[nn.Module] = None,
                  input_quantizer: Optional[nn.Module] = None):
         super().__init__()
-        if conv.padding_mode != 'zeros':
-            raise ValueError(
-                f'QuantConvTranspose2d: padding_mode={conv.padding_mode!r} is not supported')
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.output_padding = conv.padding, conv.output_padding
         self.dilation, self.groups = conv.dilation, conv.groups
-        self.weight = conv.weight
-        self.bias = conv.bias
-        if weight_quantizer is None:
-            weight_quantizer = UniformQuantizer(bits=8,
-                                                symmetric=True,
-                                                narrow_range=True,
-                                                per_channel=True,
-                                                ch_axis=1)
-        self.weight_quantizer, self.input_quantizer = self._check_quantizers(
-            weight_quantizer, input_quantizer)
+        self._wrap_float(conv, weight_quantizer, input_quantizer)
 
-    def _deconv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _layer_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose2d(x, weight, self.bias, self.stride, self.padding,
                                   self.output_padding, self.groups, self.dilation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._deconv(self.input_quantizer(x), self.weight_quantizer(self.weight))
-
-    def org_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The float transposed convolution (no quantization)."""
-        return self._deconv(x, self.weight)
 
     @property
     def org_module(self) -> nn.ConvTranspose2d:
@@ -198,9 +183,7 @@ class QuantConvTranspose2d(QuantModuleMixin, nn.Module):
                                   bias=self.bias is not None,
                                   dilation=self.dilation,
                                   device='meta')
-        conv.weight = self.weight
-        conv.bias = self.bias
-        return conv
+        return self._share_params(conv)
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
