@@ -1,5 +1,5 @@
 """Calibrators (registry ``CALIBRATORS``): ``observe(x)``, ``compute(quantizer) -> (scale, zp)``."""
-from .base import BaseCalibrator, channel_view, range_to_qparams
+from .base import BaseCalibrator, RangeCalibrator, channel_view, range_to_qparams
 from .ema_minmax import EMAMinMaxCalibrator
 from .kl import ImprovedKLCalibrator, KLCalibrator
 from .lp_search import LpSearchCalibrator
@@ -7,6 +7,6 @@ from .minmax import MinMaxCalibrator
 from .percentile import PercentileCalibrator
 
 __all__ = [
-    'BaseCalibrator', 'channel_view', 'range_to_qparams', 'MinMaxCalibrator', 'EMAMinMaxCalibrator',
-    'PercentileCalibrator', 'LpSearchCalibrator', 'KLCalibrator', 'ImprovedKLCalibrator'
+    'BaseCalibrator', 'RangeCalibrator', 'channel_view', 'range_to_qparams', 'MinMaxCalibrator',
+    'EMAMinMaxCalibrator', 'PercentileCalibrator', 'LpSearchCalibrator', 'KLCalibrator', 'ImprovedKLCalibrator'
 ]

@@ -1,5 +1,5 @@
-"""Calibrator base class and the one place that turns a float range into (scale, zero_point)."""
-from typing import Tuple
+"""Calibrator base classes and the one place that turns a float range into (scale, zero_point)."""
+from typing import Optional, Tuple
 
 import torch
 
@@ -95,3 +95,39 @@ class BaseCalibrator:
         scale, zero_point = range_to_qparams(quantizer, lo, hi)
         return (squeeze_per_tensor(scale, self.per_channel),
                 squeeze_per_tensor(zero_point, self.per_channel))
+
+
+class RangeCalibrator(BaseCalibrator):
+    """Tracks the observed range ``min_val``/``max_val`` (shape ``(C,)`` per channel, ``(1,)`` per tensor).
+
+    A running min/max by default; subclasses change how a batch's range is
+    merged (``_merge_range``) or what ``compute`` does with the range.
+    """
+
+    def reset(self) -> None:
+        self.min_val: Optional[torch.Tensor] = None
+        self.max_val: Optional[torch.Tensor] = None
+
+    @property
+    def has_data(self) -> bool:
+        return self.min_val is not None
+
+    def observe(self, x: torch.Tensor) -> None:
+        self._update_range(self._view(x))
+
+    def _update_range(self, view: torch.Tensor) -> None:
+        """Fold the row-wise min/max of a ``(C, N)`` view into the tracked range."""
+        batch_min, batch_max = view.min(dim=1).values, view.max(dim=1).values
+        if self.min_val is None:
+            self.min_val, self.max_val = batch_min, batch_max
+        else:
+            self.min_val, self.max_val = self._merge_range(batch_min, batch_max)
+
+    def _merge_range(self, batch_min: torch.Tensor,
+                     batch_max: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The new range from the tracked one and a later batch's (running min / max)."""
+        return torch.minimum(self.min_val, batch_min), torch.maximum(self.max_val, batch_max)
+
+    def compute(self, quantizer) -> Tuple[torch.Tensor, torch.Tensor]:
+        self._check_has_data()
+        return self._finish(quantizer, self.min_val, self.max_val)

@@ -1,14 +1,14 @@
 """EMA MinMax calibration (QAT whitepaper, Krishnamoorthi 2018): smoothed running range."""
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
 from detptq.registry import CALIBRATORS
-from .base import BaseCalibrator
+from .base import RangeCalibrator
 
 
 @CALIBRATORS.register_module()
-class EMAMinMaxCalibrator(BaseCalibrator):
+class EMAMinMaxCalibrator(RangeCalibrator):
     """Exponential moving average of per-batch min/max.
 
     The first batch initialises the range; each later batch updates
@@ -22,24 +22,7 @@ class EMAMinMaxCalibrator(BaseCalibrator):
         self.momentum = float(momentum)
         super().__init__()
 
-    def reset(self) -> None:
-        self.min_val: Optional[torch.Tensor] = None
-        self.max_val: Optional[torch.Tensor] = None
-
-    @property
-    def has_data(self) -> bool:
-        return self.min_val is not None
-
-    def observe(self, x: torch.Tensor) -> None:
-        view = self._view(x)
-        batch_min, batch_max = view.min(dim=1).values, view.max(dim=1).values
-        if self.min_val is None:
-            self.min_val, self.max_val = batch_min, batch_max
-            return
+    def _merge_range(self, batch_min: torch.Tensor,
+                     batch_max: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         m = self.momentum
-        self.min_val = m * self.min_val + (1.0 - m) * batch_min
-        self.max_val = m * self.max_val + (1.0 - m) * batch_max
-
-    def compute(self, quantizer) -> Tuple[torch.Tensor, torch.Tensor]:
-        self._check_has_data()
-        return self._finish(quantizer, self.min_val, self.max_val)
+        return (m * self.min_val + (1.0 - m) * batch_min, m * self.max_val + (1.0 - m) * batch_max)

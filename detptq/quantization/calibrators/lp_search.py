@@ -1,11 +1,11 @@
 """Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (METHOD.md §2)."""
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
 from detptq.registry import CALIBRATORS
 from detptq.quantization.quantizer import fake_quantize
-from .base import BaseCalibrator, range_to_qparams, squeeze_per_tensor
+from .base import RangeCalibrator, range_to_qparams, squeeze_per_tensor
 from .sample_buffer import SampleBuffer
 
 #: elements of the (candidates, C, N) error tensor evaluated at once
@@ -19,7 +19,7 @@ def lp_error(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmi
 
 
 @CALIBRATORS.register_module()
-class LpSearchCalibrator(BaseCalibrator):
+class LpSearchCalibrator(RangeCalibrator):
     """Grid search over clipping ratios ``alpha_i = 1 - i * step`` of the observed range.
 
     Candidate ranges are ``[alpha * min, alpha * max]`` (reference code: 80-100
@@ -50,23 +50,13 @@ class LpSearchCalibrator(BaseCalibrator):
         super().__init__()
 
     def reset(self) -> None:
+        super().reset()
         self.samples = SampleBuffer(self.max_samples, self.seed)
-        self.min_val: Optional[torch.Tensor] = None
-        self.max_val: Optional[torch.Tensor] = None
-
-    @property
-    def has_data(self) -> bool:
-        return self.min_val is not None
 
     def observe(self, x: torch.Tensor) -> None:
         view = self._view(x)
         self.samples.add(view)
-        batch_min, batch_max = view.min(dim=1).values, view.max(dim=1).values
-        if self.min_val is None:
-            self.min_val, self.max_val = batch_min, batch_max
-        else:
-            self.min_val = torch.minimum(self.min_val, batch_min)
-            self.max_val = torch.maximum(self.max_val, batch_max)
+        self._update_range(view)
 
     def candidate_ratios(self) -> torch.Tensor:
         """Clip ratios from 1.0 downwards in ``step`` steps."""
