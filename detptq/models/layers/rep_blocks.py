@@ -58,6 +58,12 @@ def conv_bn_branch(branch: nn.Module) -> Tuple[nn.Conv2d, nn.BatchNorm2d]:
     return convs[0], bns[0]
 
 
+def fold_conv_bn_branch(branch: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Kernel and bias of a conv+BN branch with its (eval) BN folded in."""
+    conv, bn = conv_bn_branch(branch)
+    return fold_bn(conv.weight, conv.bias, bn)
+
+
 @MODELS.register_module()
 class RepVGGBlock(nn.Module):
     """3x3 conv+BN + 1x1 conv+BN (+ identity BN when shapes allow) -> act.
@@ -145,10 +151,8 @@ class RepVGGBlock(nn.Module):
     @torch.no_grad()
     def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Kernel and bias of the one conv equal to the branch sum (eval BN)."""
-        conv, bn = conv_bn_branch(self.rbr_dense)
-        kernel, bias = fold_bn(conv.weight, conv.bias, bn)
-        conv, bn = conv_bn_branch(self.rbr_1x1)
-        k1, b1 = fold_bn(conv.weight, conv.bias, bn)
+        kernel, bias = fold_conv_bn_branch(self.rbr_dense)
+        k1, b1 = fold_conv_bn_branch(self.rbr_1x1)
         kernel = kernel + pad_to_kernel(k1, self.kernel_size)
         bias = bias + b1
         if self.rbr_identity is not None:
@@ -214,10 +218,8 @@ class QARepVGGBlock(RepVGGBlock):
         self.bn = nn.BatchNorm2d(self.out_channels)
 
     def branch_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of the branches followed by the shared BN."""
-        out = self.rbr_dense(x) + self.rbr_1x1(x)
-        if self.rbr_identity is not None:
-            out = out + self.rbr_identity(x)
+        """Sum of the branches (and average pool) followed by the shared BN."""
+        out = super().branch_sum(x)
         if self.rbr_avg is not None:
             out = out + self.rbr_avg(x)
         return self.bn(out)
@@ -232,8 +234,7 @@ class QARepVGGBlock(RepVGGBlock):
     @torch.no_grad()
     def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Kernel and bias of the one conv equal to the whole block (eval BN)."""
-        conv, bn = conv_bn_branch(self.rbr_dense)
-        kernel, bias = fold_bn(conv.weight, conv.bias, bn)
+        kernel, bias = fold_conv_bn_branch(self.rbr_dense)
         kernel = kernel + pad_to_kernel(self.rbr_1x1.weight,
                                         self.kernel_size)
         if self.rbr_identity is not None:
