@@ -15,7 +15,8 @@ from torch import nn
 import official_yolo_fakes as fakes
 from detptq.models.converters import ConversionError, convert_checkpoint
 from detptq.models.converters.mmyolo import map_mmyolo
-from test_yolov7_models import CFG_DIR, build
+from helpers import MODEL_CFG_DIR
+from helpers import build_model as build_base_model
 
 YOLOV7_TINY_ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119],
                        [116, 90, 156, 198, 373, 326]]
@@ -25,7 +26,7 @@ X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
 
 
 def cfg_path(name: str) -> str:
-    return os.path.join(CFG_DIR, name + '.py')
+    return os.path.join(MODEL_CFG_DIR, name + '.py')
 
 
 def small_l_config(tmp_path) -> str:
@@ -168,8 +169,8 @@ def test_yolov7_without_config_guesses_tiny_and_cli_runs(tmp_path, tiny_file,
                                                          monkeypatch, capsys):
     src, out = tiny_file[0], tmp_path / 'out.pth'
     spec = importlib.util.spec_from_file_location(
-        'convert_ckpt_cli', os.path.join(CFG_DIR, '..', '..', '..', 'tools',
-                                         'convert_ckpt.py'))
+        'convert_ckpt_cli',
+        os.path.join(MODEL_CFG_DIR, '..', '..', '..', 'tools', 'convert_ckpt.py'))
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     monkeypatch.setattr(sys, 'argv', ['convert_ckpt.py', str(src), str(out)])
@@ -242,7 +243,7 @@ def wrap_release_04(tree: nn.Module) -> None:
 
 def yolov6_n_reference(seed: int = 0):
     torch.manual_seed(seed)
-    model = build('yolov6_n')
+    model = build_base_model('yolov6_n').eval()
     fakes.randomize_(model, seed)
     model.half().float()
     return model, outputs(model)
@@ -355,7 +356,7 @@ def test_mmyolo_state_dict_converts_exactly(tmp_path, request, name, to_mmyolo):
         model, ref = request.getfixturevalue('yolov6_n')
     else:
         torch.manual_seed(0)
-        model = fakes.randomize_(build(name))
+        model = fakes.randomize_(build_base_model(name).eval())
         ref = outputs(model)
     src, out = tmp_path / 'mmyolo.pth', tmp_path / 'converted.pth'
     torch.save({'meta': {'mmengine_version': '0.10.7'},

@@ -24,17 +24,12 @@ from detptq.export.verify import (OnnxDetector, compare_with_pytorch, dense_pred
                                   make_session, run_session)
 from detptq.quantization import calibrate, quantize_model
 from detptq.utils.checkpoint import save_checkpoint_file
+from helpers import quantize_and_calibrate
 
 REPO = os.path.join(os.path.dirname(__file__), '..')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny ops are dominated by thread start-up on a busy 2-core machine
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 class TinyNet(nn.Module):
@@ -58,10 +53,9 @@ class TinyNet(nn.Module):
 
 def tiny_quantized(w_bits=8, a_bits=8, **cfg):
     torch.manual_seed(0)
-    q = quantize_model(TinyNet().eval(), dict(w_bits=w_bits, a_bits=a_bits,
-                                              first_last_bits=None, **cfg))
-    calibrate(q, [torch.randn(2, 3, 16, 16) for _ in range(2)], 2, progress=False)
-    return q
+    model = TinyNet().eval()
+    return quantize_and_calibrate(model, [torch.randn(2, 3, 16, 16) for _ in range(2)], w_bits,
+                                  a_bits, **cfg)
 
 
 def graph_index(model):

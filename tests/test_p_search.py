@@ -7,21 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from detptq.quantization import UniformQuantizer, calibrate, iter_quantizers, quantize_model
+from detptq.quantization import UniformQuantizer, iter_quantizers
 from detptq.quantization.calibrators.lp_search import LpSearchCalibrator
 from detptq.reconstruction import (ODOL, P_CANDIDATES, PSearchConfig, apply_p_search,
                                    load_p_search, partition_units, save_p_search, search_p,
                                    unit_p_map)
 from detptq.reconstruction.p_search import lp_params_per_p
 from detptq.registry import RECONSTRUCTORS
+from helpers import quantize_and_calibrate
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 class FakeDetector(nn.Module):
@@ -49,10 +44,9 @@ def dense_fn(model, x):
 @pytest.fixture(scope='module')
 def setup():
     torch.manual_seed(0)
-    q = quantize_model(FakeDetector().eval(), dict(w_bits=3, a_bits=4, first_last_bits=None))
+    model = FakeDetector().eval()
     data = [torch.randn(3, 3, 16, 16) for _ in range(2)]
-    calibrate(q, data, num_batches=2, progress=False)
-    return q, data
+    return quantize_and_calibrate(model, data, w_bits=3, a_bits=4), data
 
 
 def quantizer_state(model):

@@ -116,16 +116,8 @@ def test_extra_unit_types_and_opaque_root_children():
 
 
 def build_yolov6_n():
-    import os
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import detptq.models  # noqa: F401  (registers the YOLO parts)
-    from detptq.registry import MODELS
-    init_default_scope('detptq')
-    cfg = Config.fromfile(os.path.join(os.path.dirname(__file__), '..', 'configs', '_base_',
-                                       'models', 'yolov6_n.py'))
-    return MODELS.build(cfg.model).eval()
+    from helpers import build_model
+    return build_model('yolov6_n').eval()
 
 
 def test_yolov6_n_units_and_a_short_reconstruction():

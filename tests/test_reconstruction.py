@@ -7,22 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from detptq.quantization import UniformQuantizer, calibrate, quantize_model
+from detptq.quantization import UniformQuantizer
 from detptq.reconstruction import (ReconConfig, UnitDataCache, partition_units, quant_layers,
                                    reconstruct)
 from detptq.reconstruction import block_reconstruction
 from detptq.reconstruction.unit_io import fill_unit_cache
 from detptq.reconstruction.unit_training import setup_unit, finish_unit, unit_forward
 from detptq.registry import RECONSTRUCTORS
+from helpers import quantize_and_calibrate
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    # tiny tensors: a second thread only adds contention on a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 class Residual(nn.Module):
@@ -50,9 +44,7 @@ def make_quantized(w_bits=3, a_bits=4, seed=0):
     torch.manual_seed(seed)
     net = TinyNet().eval()
     data = [torch.randn(4, 3, 16, 16) for _ in range(3)]
-    q = quantize_model(net, dict(w_bits=w_bits, a_bits=a_bits, first_last_bits=None))
-    calibrate(q, data, num_batches=len(data), progress=False)
-    return q, data
+    return quantize_and_calibrate(net, data, w_bits, a_bits), data
 
 
 def fast_cfg(**kwargs):

@@ -1,45 +1,25 @@
 """YOLOv6 models: configs build, re-parameterisation is exact, loss trains,
 predictions map back through the letterbox, parameter counts match upstream."""
-import os
 import types
 
 import numpy as np
 import pytest
 import torch
 from mmdet.structures import DetDataSample
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 import detptq.models  # noqa: F401  (registers everything)
 from detptq.engine.hooks import SwitchToDeployHook
 from detptq.models.deploy import is_deployed, switch_to_deploy
 from detptq.models.layers import QARepVGGBlock, RepVGGBlock
-from detptq.registry import MODELS
+from helpers import build_model, randomise_bn
 
-CFG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs', '_base_',
-                       'models')
 ALL_CONFIGS = ['yolov6_n', 'yolov6_n_qa', 'yolov6_s', 'yolov6_s_qa',
                'yolov6_m', 'yolov6_m_qa', 'yolov6_t_v2', 'yolov6_s_v2']
 
 
 def build(name: str, **head_overrides) -> torch.nn.Module:
-    init_default_scope('detptq')  # as the runner does from default_scope
-    cfg = Config.fromfile(os.path.join(CFG_DIR, name + '.py'))
-    cfg.model.bbox_head.update(head_overrides)
-    return MODELS.build(cfg.model)
-
-
-def randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters (eval-mode folding)."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+    return build_model(name, dict(bbox_head=head_overrides))
 
 
 # ------------------------------------------------------------------ blocks

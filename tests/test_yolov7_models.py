@@ -1,19 +1,13 @@
 """YOLOv7 / YOLOv7-tiny: configs build and run, deploy folding is exact, the
 head decodes as official YOLOv7 and maps boxes back through the letterbox,
 parameter counts equal the official ones."""
-import os
-
 import pytest
 import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
 import detptq.models  # noqa: F401  (registers everything)
 from detptq.models.layers import ImplicitPredConv, RepVGGBlock
-from detptq.registry import MODELS
+from helpers import build_model, randomise_bn_
 
-CFG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs', '_base_',
-                       'models')
 # YOLOv7 channels / 16: every official layer is kept, only narrower
 SMALL_L = dict(backbone=dict(widen_factor=1 / 16),
                neck=dict(in_channels=[32, 64, 64], out_channels=[8, 16, 32]),
@@ -21,11 +15,7 @@ SMALL_L = dict(backbone=dict(widen_factor=1 / 16),
 
 
 def build(name: str, overrides: dict = None) -> torch.nn.Module:
-    init_default_scope('detptq')
-    cfg = Config.fromfile(os.path.join(CFG_DIR, name + '.py'))
-    if overrides:
-        cfg.merge_from_dict({'model': overrides})
-    return MODELS.build(cfg.model).eval()
+    return build_model(name, overrides).eval()
 
 
 @torch.no_grad()
@@ -34,11 +24,7 @@ def randomise(model: torch.nn.Module, seed: int = 0) -> None:
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-            m.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+            randomise_bn_(m, gen)
         if isinstance(m, ImplicitPredConv):
             m.implicit_add.implicit.normal_(0, 0.3, generator=gen)
             m.implicit_mul.implicit.normal_(1, 0.3, generator=gen)

@@ -1,0 +1,50 @@
+"""Helpers shared by several test files: config-built detectors, random BN, tiny quantized nets."""
+import os
+from typing import Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import nn
+
+import detptq.models  # noqa: F401  (registers everything)
+from detptq.quantization import calibrate, quantize_model
+from detptq.registry import MODELS
+
+MODEL_CFG_DIR = os.path.join(os.path.dirname(__file__), '..', 'configs', '_base_', 'models')
+
+
+def build_model(name: str, overrides: Optional[dict] = None) -> nn.Module:
+    """The detector of ``configs/_base_/models/<name>.py`` (train mode), ``overrides`` merged in."""
+    init_default_scope('detptq')  # as the runner does from default_scope
+    cfg = Config.fromfile(os.path.join(MODEL_CFG_DIR, name + '.py'))
+    if overrides:
+        cfg.merge_from_dict({'model': overrides})
+    return MODELS.build(cfg.model)
+
+
+@torch.no_grad()
+def randomise_bn_(bn: nn.BatchNorm2d, gen: torch.Generator) -> None:
+    """Non-trivial running statistics and affine parameters for one BN (eval-mode folding)."""
+    n = bn.num_features
+    bn.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+    bn.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+    bn.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+    bn.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    """:func:`randomise_bn_` on every BatchNorm2d of ``model``, from one seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            randomise_bn_(m, gen)
+
+
+def quantize_and_calibrate(model: nn.Module, data: Sequence[torch.Tensor], w_bits: int,
+                           a_bits: int, **cfg) -> nn.Module:
+    """``model`` quantized at the same bits everywhere (no first/last special case), calibrated
+    on every batch of ``data``; ``cfg`` adds quantization settings."""
+    q = quantize_model(model, dict(w_bits=w_bits, a_bits=a_bits, first_last_bits=None, **cfg))
+    calibrate(q, data, num_batches=len(data), progress=False)
+    return q
