@@ -1,5 +1,6 @@
 """End to end: tools/quantize.py on a tiny generated data set and a tiny YOLOv6-N checkpoint."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def run_quantize(tmp: Path, data: Path, ckpt: Path, base: str, name: str,
     return subprocess.run(
         [sys.executable, str(ROOT / 'tools/quantize.py'), str(cfg_path),
          '--work-dir', str(tmp / name)],
-        capture_output=True, text=True, cwd=str(tmp), timeout=600)
+        capture_output=True, text=True, cwd=str(tmp), timeout=600,
+        env={**os.environ, 'DETPTQ_CACHE': str(tmp / 'cache'), 'OMP_NUM_THREADS': '1'})
 
 
 def test_minmax_w8a8_writes_result_and_quantized_state(tiny_setup) -> None:

@@ -2,14 +2,13 @@
 
 It is an mmengine test loop, so ``runner.test()`` drives it: the Runner has
 already loaded ``load_from`` (the FP weights) when ``run()`` starts.
-Interrupted runs resume: the FP metrics are kept in ``run_state.json`` and
-reconstruction saves each finished unit (see detptq.reconstruction).
+Interrupted runs resume: FP metrics are cached per checkpoint and data
+(detptq.engine.metrics_cache) and reconstruction saves each finished unit
+(see detptq.reconstruction).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import os.path as osp
 import resource
 import time
@@ -21,7 +20,8 @@ from mmengine.logging import print_log
 from mmengine.runner import BaseLoop, Runner
 
 from detptq.engine.evaluation import evaluate, short_metrics
-from detptq.engine.run_state import RunState
+from detptq.engine.metrics_cache import (fp_metrics_key, load_fp_metrics,
+                                         store_fp_metrics)
 from detptq.quantization import calibrate, quantize_model
 from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.cfws import cfws_extra_bops
@@ -68,12 +68,6 @@ class PTQLoop(BaseLoop):
         self.model_name = model_name or runner.experiment_name.split('_2')[0]
 
     # -- steps ------------------------------------------------------------
-    def _signature(self) -> str:
-        cfg_text = self.runner.cfg.pretty_text
-        ckpt = self.runner.cfg.get('load_from') or ''
-        stamp = os.path.getmtime(ckpt) if osp.isfile(ckpt) else 0
-        return hashlib.sha1(f'{cfg_text}|{ckpt}|{stamp}'.encode()).hexdigest()
-
     def _calib_batches(self) -> List[Any]:
         loader = self.runner.build_dataloader(self.calib_dataloader_cfg)
         batch_size = loader.batch_size or 1
@@ -84,14 +78,15 @@ class PTQLoop(BaseLoop):
                   logger='current')
         return batches
 
-    def _fp_metrics(self, state: RunState, model: torch.nn.Module) -> Dict[str, float]:
-        cached = state.get('fp_metrics')
+    def _fp_metrics(self, model: torch.nn.Module) -> Dict[str, float]:
+        key = fp_metrics_key(self.runner.cfg, self.runner.cfg.load_from)
+        cached = load_fp_metrics(key)
         if cached is not None:
             print_log(f'PTQ: FP metrics from an earlier run: {cached}', logger='current')
             return cached
         metrics = short_metrics(evaluate(model, self.dataloader, self.evaluator,
                                          desc='eval FP'))
-        state.set('fp_metrics', metrics)
+        store_fp_metrics(key, metrics)
         return metrics
 
     def run(self) -> Dict[str, Any]:
@@ -99,10 +94,9 @@ class PTQLoop(BaseLoop):
         start = time.time()
         runner = self.runner
         work_dir = runner.work_dir
-        state = RunState(work_dir, self._signature())
         fp_model = runner.model
         fp_model.eval()
-        fp_metrics = self._fp_metrics(state, fp_model) if self.eval_fp else {}
+        fp_metrics = self._fp_metrics(fp_model) if self.eval_fp else {}
 
         calib = self._calib_batches()
         q_model = quantize_model(fp_model, self.quant_cfg)
