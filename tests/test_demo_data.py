@@ -1,5 +1,6 @@
 """The generated demo data set: deterministic, COCO-valid, loadable by mmdet, not trivial."""
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,23 @@ def test_ensure_regenerates_an_incomplete_folder(tmp_path) -> None:
     assert not is_demo_dataset_complete(tmp_path, seed=0, **SMALL)
     ensure_demo_dataset(tmp_path, seed=0, **SMALL)
     assert (tmp_path / 'images/val/000001.jpg').is_file()
+
+
+def test_ensure_keeps_a_complete_folder_and_honours_the_env_root(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv('DETPTQ_DEMO_DATA', str(tmp_path / 'cache'))
+    assert ensure_demo_dataset(seed=0, **SMALL) == str(tmp_path / 'cache')
+    manifest = tmp_path / 'cache' / 'manifest.json'
+    first = manifest.stat().st_mtime_ns
+    ensure_demo_dataset(seed=0, **SMALL)
+    assert manifest.stat().st_mtime_ns == first  # not regenerated
+    ensure_demo_dataset(seed=1, **SMALL)  # other parameters: regenerated
+    assert json.loads(manifest.read_text())['seed'] == 1
+
+
+def test_demo_config_matches_the_generator() -> None:
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(Path(__file__).parents[1] / 'configs/_base_/datasets/demo_detection.py'))
+    assert tuple(cfg.classes) == DEMO_CLASSES
+    assert cfg.val_evaluator.ann_file == cfg.data_root + 'annotations/instances_val.json'
+    assert cfg.calib_dataloader.dataset.ann_file == 'annotations/instances_calib.json'
+    assert cfg.demo_data.img_size == cfg.img_scale[0] == cfg.img_scale[1]

@@ -1,1 +1,2 @@
+from . import demo_data  # noqa: F401  (generated demo data set)
 from . import transforms  # noqa: F401  (registers YOLOLetterbox)
