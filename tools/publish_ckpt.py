@@ -20,13 +20,14 @@ from detptq.engine.config_utils import load_config
 from detptq.models.deploy import switch_to_deploy
 from detptq.registry import MODELS
 from detptq.utils.checkpoint import (load_checkpoint_file, save_checkpoint_file,
-                                     state_dict_of)
+                                     state_dict_of, trust_directory)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='training checkpoint (e.g. epoch_8.pth)')
+    parser.add_argument('checkpoint', help='a checkpoint your own tools/train.py run wrote '
+                        '(e.g. work_dirs/x/epoch_5.pth); it is fully unpickled')
     parser.add_argument('out', help='output .pth')
     parser.add_argument('--fp16', action='store_true', help='store weights as FP16')
     parser.add_argument('--metrics-json', help='tools/test.py --out file to record')
@@ -39,7 +40,10 @@ def main() -> None:
     cfg = load_config(args.config)
     init_default_scope(cfg.get('default_scope', 'detptq'))
     model = MODELS.build(cfg.model)
-    # the Runner's own checkpoint: its state_dict holds the EMA weights
+    # A Runner's own checkpoint (MessageHub pickles need full unpickling):
+    # only pass checkpoints your own tools/train.py wrote.
+    trust_directory(osp.dirname(osp.abspath(args.checkpoint)))
+    # its state_dict holds the EMA weights
     source = load_checkpoint_file(args.checkpoint)
     model.load_state_dict(state_dict_of(source), strict=True)
     switch_to_deploy(model)

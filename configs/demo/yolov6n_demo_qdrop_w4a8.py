@@ -3,6 +3,6 @@
 _base_ = ['./yolov6n_demo.py', '../_base_/ptq/qdrop.py']
 load_from = 'checkpoints/yolov6n_demo.pth'
 model_name = 'yolov6n_demo'
-num_calib_images = 128
+num_calib_images = 32
 quant_cfg = dict(w_bits=4, a_bits=8)
-recon_cfg = dict(iters=200, batch_size=8)
+recon_cfg = dict(iters=100, batch_size=4)
