@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 root=${1:-work_dirs/demo_board}
 filter=${2:-}
+mkdir -p "$root"
 configs=(
   minmax_w8a8 percentile_w8a8 mse_w8a8 kl_w8a8 kl_cfws_w8a8
   minmax_w4a8 percentile_w4a8 mse_w4a8 kl_w4a8 kl_cfws_w4a8
