@@ -386,3 +386,22 @@ def test_mmyolo_bepc3_children_are_renamed():
         'backbone.ERBlock_5.2.cv3.conv.weight',
         'neck.Rep_p4.cv2.bn.weight', 'neck.Rep_p4.cv3.bn.weight',
         'neck.Rep_p4.m.block.0.alpha', 'bbox_head.stems.0.conv.weight'])
+
+
+def test_tools_convert_an_official_release_on_the_fly(tmp_path, yolov6_n):
+    """tools/test.py and tools/quantize.py accept an official .pt directly."""
+    from mmengine.config import Config
+
+    from detptq.engine.config_utils import resolve_checkpoint
+    model, ref = yolov6_n
+    tree = fakes.stand_in_tree(model, 'yolov6', {'bbox_head': 'detect'})
+    src = tmp_path / 'yolov6n.pt'
+    torch.save({'model': tree.half()}, src)
+    fakes.remove_fake_modules('yolov6')
+    cfg = Config.fromfile(cfg_path('yolov6_n'))
+    cfg.work_dir = str(tmp_path / 'work')
+    out = resolve_checkpoint(cfg, str(src))
+    assert out == str(tmp_path / 'work' / 'converted_yolov6n.pth')
+    assert_same(outputs(load_converted(cfg_path('yolov6_n'), out)), ref)
+    stamp = os.path.getmtime(out)
+    assert resolve_checkpoint(cfg, str(src)) == out and os.path.getmtime(out) == stamp

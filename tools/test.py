@@ -19,7 +19,8 @@ from detptq.engine.config_utils import (DictAction, build_eval_runner,
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='COCO mAP of a checkpoint.')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file (.pth, plain tensors)')
+    parser.add_argument('checkpoint', help='checkpoint: a detptq .pth, or an official YOLOv6/YOLOv7 .pt '
+                        'release (converted on the fly into the work dir)')
     parser.add_argument('--work-dir', help='where logs go')
     parser.add_argument('--data-root', help='data set root (default: the config\'s)')
     parser.add_argument('--out', help='write the metrics to this JSON file')

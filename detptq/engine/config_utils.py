@@ -100,13 +100,37 @@ def check_checkpoint(path: Optional[str]) -> None:
 
 
 
+def resolve_checkpoint(cfg: Config, checkpoint: str) -> str:
+    """The checkpoint to load: official pickled releases are converted first.
+
+    An official YOLOv6/YOLOv7 ``.pt`` file cannot be loaded safely as it is;
+    it is converted once (restricted unpickler, see tools/convert_ckpt.py)
+    into ``work_dir/converted_<name>.pth``, which later runs reuse.
+    """
+    from detptq.models.converters import convert_checkpoint
+    from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
+    check_checkpoint(checkpoint)
+    try:
+        load_checkpoint_file(checkpoint)
+        return checkpoint
+    except CheckpointError:
+        if not checkpoint.endswith('.pt'):
+            raise
+    out = osp.join(cfg.work_dir, 'converted_' +
+                   osp.splitext(osp.basename(checkpoint))[0] + '.pth')
+    if not osp.isfile(out):
+        print(f'{checkpoint} is a pickled official release: converting it to {out}')
+        convert_checkpoint(checkpoint, out, config=cfg.filename)
+    return out
+
+
 def build_eval_runner(cfg: Config, checkpoint: str):
     """A Runner that evaluates ``checkpoint``; deploy-form files get a fused model first."""
     from mmengine.runner import Runner
 
     from detptq.models.deploy import switch_to_deploy
     from detptq.utils.checkpoint import is_deploy_checkpoint
-    check_checkpoint(checkpoint)
+    checkpoint = resolve_checkpoint(cfg, checkpoint)
     cfg.load_from = checkpoint
     # a checkpoint's state_dict already holds the EMA weights
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
