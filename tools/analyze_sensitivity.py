@@ -80,27 +80,14 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Quantize, calibrate, measure every layer, write the JSON/PNG and print the table."""
-    from detptq.engine.config_utils import (build_eval_runner, check_data, load_config,
-                                            set_data_root)
-    from detptq.quantization import calibrate, merge_qcfg, quantize_model
+    from detptq.engine.config_utils import (build_eval_runner, check_data,
+                                            load_ptq_config)
+    from detptq.quantization import calibrate, quantize_model
     from detptq.quantization.sensitivity import (format_top_table, layer_sensitivity,
                                                  save_sensitivity)
     from detptq.reconstruction.p_search import default_dense_fn
 
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    for key in ('quant_cfg', 'calib_dataloader'):
-        if cfg.get(key) is None:
-            raise SystemExit(f'{args.config}: no `{key}` in the config; inherit a '
-                             'configs/_base_/ptq/*.py file and a data set config')
-    try:
-        merge_qcfg(cfg.quant_cfg)
-    except ValueError as err:
-        raise SystemExit(f'{args.config}: {err}')
-    checkpoint = args.checkpoint or cfg.get('load_from')
-    if not checkpoint:
-        raise SystemExit(f'{args.config}: no checkpoint; pass --checkpoint or set load_from')
+    cfg, checkpoint = load_ptq_config(args)
     check_data(cfg, ['calib_dataloader'])
     start = time.time()
     runner = build_eval_runner(cfg, checkpoint)

@@ -11,7 +11,7 @@ units are reused.
 import argparse
 
 from detptq.engine.config_utils import (DictAction, build_eval_runner,
-                                        check_data, load_config, set_data_root)
+                                        check_data, load_ptq_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,16 +31,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    for key in ('quant_cfg', 'calib_dataloader'):
-        if cfg.get(key) is None:
-            raise SystemExit(f'{args.config}: no `{key}` in the config; inherit a '
-                             'configs/_base_/ptq/*.py file and a data set config')
-    checkpoint = args.checkpoint or cfg.get('load_from')
-    if not checkpoint:
-        raise SystemExit(f'{args.config}: no checkpoint; pass --checkpoint or set load_from')
+    cfg, checkpoint = load_ptq_config(args)
     check_data(cfg, ['test_dataloader', 'calib_dataloader'])
     cfg.test_cfg = dict(
         type='PTQLoop', calib_dataloader=cfg.calib_dataloader,

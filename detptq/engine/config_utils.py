@@ -6,7 +6,7 @@ from typing import Iterable, Optional
 
 from mmengine.config import Config, DictAction
 
-__all__ = ['DictAction', 'build_eval_runner', 'load_config', 'check_data', 'check_checkpoint',
+__all__ = ['DictAction', 'build_eval_runner', 'load_config', 'load_ptq_config', 'check_data', 'check_checkpoint', 'resolve_checkpoint',
            'set_data_root', 'dataloader_cfgs']
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
@@ -139,3 +139,27 @@ def build_eval_runner(cfg: Config, checkpoint: str):
     if is_deploy_checkpoint(checkpoint):
         switch_to_deploy(runner.model)
     return runner
+
+
+def load_ptq_config(args) -> tuple:
+    """Config and FP checkpoint of a PTQ tool run (tools/quantize.py, analyze_sensitivity.py).
+
+    ``args`` has config, cfg_options, work_dir, data_root and checkpoint.
+    Exits with one sentence naming what is missing or invalid.
+    """
+    from detptq.quantization import merge_qcfg
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    for key in ('quant_cfg', 'calib_dataloader'):
+        if cfg.get(key) is None:
+            raise SystemExit(f'{args.config}: no `{key}` in the config; inherit a '
+                             'configs/_base_/ptq/*.py file and a data set config')
+    try:
+        merge_qcfg(cfg.quant_cfg)
+    except ValueError as err:
+        raise SystemExit(f'{args.config}: {err}')
+    checkpoint = args.checkpoint or cfg.get('load_from')
+    if not checkpoint:
+        raise SystemExit(f'{args.config}: no checkpoint; pass --checkpoint or set load_from')
+    return cfg, checkpoint
