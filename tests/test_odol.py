@@ -54,3 +54,24 @@ def test_lp_loss_channel_sum_batch_mean():
     assert LpLoss(1.0)(a, a).item() == 0.0
     with pytest.raises(ValueError):
         LpLoss(0)
+
+
+def test_lp_loss_l2_units_keeps_the_minimiser_and_p2_size():
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 3, 4, 4, generator=gen), torch.randn(2, 3, 4, 4, generator=gen)
+    plain = LpLoss(4.5)(a, b)
+    assert LpLoss(4.5, l2_units=True)(a, b).item() == pytest.approx(
+        plain.pow(2 / 4.5).item(), rel=1e-6)
+    # p = 2 is untouched, so BRECQ/QDrop are unchanged by the option
+    assert LpLoss(2.0, l2_units=True)(a, b).item() == LpLoss(2.0)(a, b).item()
+    # same gradient direction as the plain Lp loss (a positive multiple)
+    x1 = a.clone().requires_grad_(True)
+    LpLoss(3.0)(x1, b).backward()
+    x2 = a.clone().requires_grad_(True)
+    LpLoss(3.0, l2_units=True)(x2, b).backward()
+    cos = torch.nn.functional.cosine_similarity(x1.grad.flatten(), x2.grad.flatten(), dim=0)
+    assert cos.item() == pytest.approx(1.0, abs=1e-5)
+    # a zero loss has a finite gradient
+    x3 = b.clone().requires_grad_(True)
+    LpLoss(3.0, l2_units=True)(x3, b).backward()
+    assert torch.isfinite(x3.grad).all()

@@ -13,8 +13,8 @@ mkdir -p "$root"
 configs=(
   minmax_w8a8 percentile_w8a8 mse_w8a8 kl_w8a8 kl_cfws_w8a8
   minmax_w4a8 percentile_w4a8 mse_w4a8 kl_w4a8 kl_cfws_w4a8
-  adaround_w4a8 brecq_w4a8 qdrop_w4a8 detptq_w4a8
-  adaround_w4a4 brecq_w4a4 qdrop_w4a4 detptq_w4a4
+  adaround_w4a8 brecq_w4a8 qdrop_w4a8 detptq_w4a8 detptq_w8a8
+  minmax_w4a4 adaround_w4a4 brecq_w4a4 qdrop_w4a4 detptq_w4a4
 )
 for name in "${configs[@]}"; do
   [[ -n "$filter" && "$name" != *"$filter"* ]] && continue

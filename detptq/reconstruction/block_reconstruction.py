@@ -87,7 +87,7 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
     """Cache one unit's data, optimise it, harden it in place; return its statistics."""
     start = time.time()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + position)
-    loss_fn = LpLoss(p)
+    loss_fn = LpLoss(p, l2_units=cfg.l2_units)
     device = next(unit.parameters()).device
     with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir) as cache:
         fill_unit_cache(cache, model_q, model_fp, name, unit, calib_data, forward_fn, n_calls,

@@ -4,6 +4,10 @@
 sum over channels of ``|y_q - y_fp|^p``, the loss BRECQ/QDrop minimise per
 unit; DetPTQ swaps the fixed p = 2 for a per-layer p*. Tuples/lists of outputs
 (units with several outputs) add up their per-output losses.
+
+``l2_units=True`` returns ``loss ** (2 / p)``: the same minimiser and gradient
+direction, but a size comparable to the p = 2 loss, so the rounding
+regulariser's lambda (tuned for p = 2) keeps its weight for every p.
 """
 from __future__ import annotations
 
@@ -32,19 +36,28 @@ def lp_error(pred: torch.Tensor, target: torch.Tensor, p: float,
 class LpLoss(nn.Module):
     """Batch mean of the channel sum of |y_q - y_fp|^p; sums over multi-output units."""
 
-    def __init__(self, p: float = 2.0, reduction: str = 'channel_sum') -> None:
+    def __init__(self, p: float = 2.0, reduction: str = 'channel_sum',
+                 l2_units: bool = False) -> None:
         super().__init__()
         if p <= 0:
             raise ValueError(f'p must be positive, got {p}')
         self.p = float(p)
         self.reduction = reduction
+        self.l2_units = l2_units
 
-    def forward(self, pred: TensorOrSeq, target: TensorOrSeq) -> torch.Tensor:
+    def _total(self, pred: TensorOrSeq, target: TensorOrSeq) -> torch.Tensor:
         if isinstance(pred, torch.Tensor):
             return lp_error(pred, target, self.p, self.reduction)
         if len(pred) != len(target):
             raise ValueError('pred and target have different numbers of outputs')
-        return sum(self.forward(a, b) for a, b in zip(pred, target))
+        return sum(self._total(a, b) for a, b in zip(pred, target))
+
+    def forward(self, pred: TensorOrSeq, target: TensorOrSeq) -> torch.Tensor:
+        total = self._total(pred, target)
+        if self.l2_units and self.p != 2.0:
+            # clamp: the root's gradient is infinite at an exact zero loss
+            total = total.clamp_min(1e-12).pow(2.0 / self.p)
+        return total
 
     def extra_repr(self) -> str:
-        return f'p={self.p}, reduction={self.reduction!r}'
+        return f'p={self.p}, reduction={self.reduction!r}, l2_units={self.l2_units}'

@@ -24,6 +24,7 @@ class ReconConfig:
     learn_act_scale: bool = True
     drop_prob: float = 0.5         # QDrop: probability an activation is quantized
     p: float = 2.0                 # loss exponent when no p_map entry is given
+    l2_units: bool = True          # train on Lp ** (2/p), so lambda weighs the same for all p
     seed: int = 0
     eval_samples: int = 64         # rows used for the before/after loss report
     cache_max_bytes: int = 2 * 1024 ** 3
