@@ -6,8 +6,8 @@ from typing import Iterable, Optional
 
 from mmengine.config import Config, DictAction
 
-__all__ = ['DictAction', 'build_eval_runner', 'load_config', 'load_ptq_config', 'check_data', 'check_checkpoint', 'resolve_checkpoint',
-           'set_data_root', 'dataloader_cfgs']
+__all__ = ['DictAction', 'build_eval_runner', 'load_config', 'load_ptq_config', 'check_data',
+           'check_checkpoint', 'resolve_checkpoint', 'set_data_root', 'dataloader_cfgs']
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
                    'calib_dataloader')
@@ -110,12 +110,13 @@ def resolve_checkpoint(cfg: Config, checkpoint: str) -> str:
     from detptq.models.converters import convert_checkpoint
     from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
     check_checkpoint(checkpoint)
+    if not checkpoint.endswith('.pt'):
+        return checkpoint  # the runner's loader names the file if it is unsafe
     try:
-        load_checkpoint_file(checkpoint)
+        load_checkpoint_file(checkpoint)  # a .pt may still be plain tensors
         return checkpoint
     except CheckpointError:
-        if not checkpoint.endswith('.pt'):
-            raise
+        pass
     out = osp.join(cfg.work_dir, 'converted_' +
                    osp.splitext(osp.basename(checkpoint))[0] + '.pth')
     if not osp.isfile(out):
