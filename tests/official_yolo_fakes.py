@@ -372,3 +372,87 @@ def stand_in_tree(model: nn.Module, package: str, renames: Dict[str, str]
             continue
         root._modules[renames.get(name, name)] = child
     return root
+
+
+# --------------------------------------------------------------- YOLOv6 QARepVGG v2
+class QARepVGGBlockV2(nn.Module):
+    """Official YOLOv6 ``QARepVGGBlockV2`` semantics, written independently of detptq.
+
+    Training form: ``relu(bn(bn_d(conv3x3(x)) + conv1x1(x) + x + avgpool3x3(x)))``
+    where the identity and the average pool (stride 1, padding 1, zeros
+    counted) exist only when in == out channels and stride == 1. The official
+    deploy form (``switch_to_deploy``) keeps ``bn`` after ``rbr_reparam``.
+    """
+
+    def __init__(self, c1, c2, k=3, s=1, groups=1):
+        super().__init__()
+        self.c1, self.k, self.groups = c1, k, groups
+        self.rbr_dense = nn.Sequential()
+        self.rbr_dense.add_module('conv', nn.Conv2d(c1, c2, k, s, k // 2, groups=groups,
+                                                    bias=False))
+        self.rbr_dense.add_module('bn', nn.BatchNorm2d(c2))
+        self.rbr_1x1 = nn.Conv2d(c1, c2, 1, s, 0, groups=groups, bias=False)
+        same = c1 == c2 and s == 1
+        self.rbr_identity = nn.Identity() if same else None
+        self.rbr_avg = nn.AvgPool2d(k, s, k // 2) if same else None
+        self.bn = nn.BatchNorm2d(c2)
+        self.nonlinearity = nn.ReLU()
+
+    def forward(self, x):
+        if hasattr(self, 'rbr_reparam'):
+            return self.nonlinearity(self.bn(self.rbr_reparam(x)))
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            out = out + self.rbr_identity(x) + self.rbr_avg(x)
+        return self.nonlinearity(self.bn(out))
+
+    @torch.no_grad()
+    def official_switch_to_deploy(self):
+        """Fuse dense (conv+BN), 1x1, identity and average pool; keep the post BN."""
+        conv, bn = self.rbr_dense.conv, self.rbr_dense.bn
+        t = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        kernel = conv.weight * t.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * t
+        kernel = kernel + nn.functional.pad(self.rbr_1x1.weight, [1, 1, 1, 1])
+        if self.rbr_identity is not None:
+            per_group = self.c1 // self.groups
+            extra = torch.zeros_like(kernel)
+            for ch in range(self.c1):  # avg: 1/k^2 over the window; id: centre 1
+                extra[ch, ch % per_group] = 1.0 / self.k ** 2
+                extra[ch, ch % per_group, 1, 1] += 1.0
+            kernel = kernel + extra
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                          conv.stride, conv.padding, groups=conv.groups, bias=True)
+        fused = fused.to(kernel.dtype)
+        fused.weight.copy_(kernel)
+        fused.bias.copy_(bias)
+        del self.rbr_dense, self.rbr_1x1, self.rbr_identity, self.rbr_avg
+        self.rbr_reparam = fused
+
+
+def swap_in_official_qa_v2(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` whose QARepVGGBlockV2 blocks are the official-semantics fake.
+
+    Weights are copied key for key (the official attribute names are ours).
+    """
+    ref = copy.deepcopy(model)
+
+    def visit(mod: nn.Module) -> None:
+        for name, child in list(mod._modules.items()):
+            if child is None:
+                continue
+            if type(child).__name__ == 'QARepVGGBlockV2' and \
+                    not isinstance(child, QARepVGGBlockV2):
+                dense = child.rbr_dense.conv
+                fake = QARepVGGBlockV2(dense.in_channels, dense.out_channels,
+                                       dense.kernel_size[0], dense.stride[0],
+                                       dense.groups).to(dense.weight.dtype)
+                fake.load_state_dict(child.state_dict(), strict=True)
+                # the release's BN eps (YOLOv6 initialize_weights sets 1e-3)
+                fake.rbr_dense.bn.eps, fake.bn.eps = child.rbr_dense.bn.eps, child.bn.eps
+                mod._modules[name] = fake.train(child.training)
+            else:
+                visit(child)
+
+    visit(ref)
+    return ref

@@ -11,11 +11,13 @@ from mmengine.structures import InstanceData
 import detptq.models  # noqa: F401  (registers everything)
 from detptq.engine.hooks import SwitchToDeployHook
 from detptq.models.deploy import is_deployed, switch_to_deploy
-from detptq.models.layers import QARepVGGBlock, RepVGGBlock
+from detptq.models.layers import QARepVGGBlock, QARepVGGBlockV2, RepVGGBlock
 from helpers import build_model, randomise_bn
+import official_yolo_fakes as fakes
 
 ALL_CONFIGS = ['yolov6_n', 'yolov6_n_qa', 'yolov6_s', 'yolov6_s_qa',
-               'yolov6_m', 'yolov6_m_qa', 'yolov6_t_v2', 'yolov6_s_v2']
+               'yolov6_m', 'yolov6_m_qa', 'yolov6_t_v2', 'yolov6_s_v2',
+               'yolov6_n_qa_v1']
 
 
 def build(name: str, **head_overrides) -> torch.nn.Module:
@@ -24,8 +26,7 @@ def build(name: str, **head_overrides) -> torch.nn.Module:
 
 # ------------------------------------------------------------------ blocks
 @pytest.mark.parametrize('block_cls,kwargs', [
-    (RepVGGBlock, {}), (QARepVGGBlock, {}),
-    (QARepVGGBlock, {'use_avg': True}),
+    (RepVGGBlock, {}), (QARepVGGBlock, {}), (QARepVGGBlockV2, {}),
     (RepVGGBlock, {'act': 'SiLU'}),
 ])
 @pytest.mark.parametrize('cin,cout,stride,groups', [
@@ -51,6 +52,36 @@ def test_qarepvgg_has_the_qa_layout():
     assert isinstance(block.rbr_identity, torch.nn.Identity)  # no BN
     assert isinstance(block.bn, torch.nn.BatchNorm2d)  # one BN after sum
     assert isinstance(RepVGGBlock(8, 8).rbr_identity, torch.nn.BatchNorm2d)
+    assert not hasattr(block, 'rbr_avg')  # v1 has no average pool
+
+
+@pytest.mark.parametrize('cin,cout,stride,groups', [
+    (8, 8, 1, 1), (8, 16, 1, 1), (8, 8, 2, 1), (8, 8, 1, 2)])
+def test_qarepvgg_v2_matches_official_semantics_and_official_fusion(cin, cout, stride,
+                                                                   groups):
+    """Ours vs an independent official-semantics block (float64): training
+    forward, our deploy fold, and the official fused form (post-BN kept)."""
+    torch.manual_seed(0)
+    ours = QARepVGGBlockV2(cin, cout, 3, stride, groups=groups).double()
+    randomise_bn(ours)
+    with torch.no_grad():
+        ours.rbr_1x1.weight.normal_()
+    ours.eval()
+    official = fakes.swap_in_official_qa_v2(torch.nn.Sequential(ours))[0].eval()
+    assert isinstance(official, fakes.QARepVGGBlockV2)
+    assert (official.rbr_avg is not None) == (cin == cout and stride == 1)
+    x = torch.randn(2, cin, 9, 11, dtype=torch.float64)
+    ref = official(x)
+    assert (ours(x) - ref).abs().max().item() < 1e-12
+    without_avg = QARepVGGBlock(cin, cout, 3, stride, groups=groups).double().eval()
+    without_avg.load_state_dict(ours.state_dict())
+    if official.rbr_avg is not None:  # the average pool matters
+        assert (without_avg(x) - ref).abs().max().item() > 1e-2
+    official.official_switch_to_deploy()
+    assert (official(x) - ref).abs().max().item() < 1e-12
+    ours.switch_to_deploy()
+    assert list(dict(ours.named_children())) == ['nonlinearity', 'rbr_reparam']
+    assert (ours(x) - ref).abs().max().item() < 1e-12
 
 
 # ------------------------------------------------------------------ models
@@ -76,7 +107,7 @@ def deploy_param_count(model: torch.nn.Module) -> int:
 # real layout error (e.g. SimSPPF instead of SimCSPSPPF in N is -7%).
 OFFICIAL_PARAMS_M = {'yolov6_n': 4.7, 'yolov6_n_qa': 4.7, 'yolov6_s': 18.5,
                      'yolov6_s_qa': 18.5, 'yolov6_m': 34.9,
-                     'yolov6_m_qa': 34.9, 'yolov6_s_v2': 17.2,
+                     'yolov6_m_qa': 34.9, 'yolov6_s_v2': 17.2, 'yolov6_n_qa_v1': 4.7,
                      'yolov6_t_v2': 15.0}
 
 

@@ -33,7 +33,7 @@ from torch import nn
 #: block classes reconstructed as one unit (class names, any package)
 UNIT_TYPES = {
     # re-parameterised convs (one conv after fusion) and conv wrappers
-    'RepVGGBlock', 'QARepVGGBlock', 'RepConv', 'ConvBNAct', 'ConvBNReLU',
+    'RepVGGBlock', 'QARepVGGBlock', 'QARepVGGBlockV2', 'RepConv', 'ConvBNAct', 'ConvBNReLU',
     'ConvBNSiLU', 'ConvBNHS', 'SimConv', 'Conv', 'ConvModule', 'ConvWrapper',
     'ImplicitPredConv',
     # residual / concat blocks

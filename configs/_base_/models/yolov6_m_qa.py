@@ -1,6 +1,9 @@
-# YOLOv6-M-qa (v3.0 layout with QARepVGG blocks).
+# YOLOv6-M-qa: the official v3.0 QARepVGG model (configs/qarepvgg/yolov6m_qa.py
+# upstream, training_mode='qarepvggv2'): the yolov6_m layout with
+# QARepVGGBlockV2 blocks (3x3+BN, 1x1, identity, 3x3 average pool -> BN -> ReLU).
+# Release: yolov6m_qa.pt. The older v1 block (no average pool): yolov6_m_qa_v1.py.
 _base_ = './yolov6_m.py'
 
 model = dict(
-    backbone=dict(block_type='QARepVGGBlock'),
-    neck=dict(block_type='QARepVGGBlock'))
+    backbone=dict(block_type='QARepVGGBlockV2'),
+    neck=dict(block_type='QARepVGGBlockV2'))

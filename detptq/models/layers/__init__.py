@@ -6,8 +6,8 @@ from .csp import (BASIC_BLOCKS, BepC3, BiFusion, BottleRep, RepBlock,
                   get_basic_block, make_stage)
 from .elan import (ELANBlock, ImplicitAdd, ImplicitMul, ImplicitPredConv,
                    MPConvBlock, SPPCSPCBlock)
-from .rep_blocks import (QARepVGGBlock, RepVGGBlock, fold_bn,
-                         identity_kernel)
+from .rep_blocks import (QARepVGGBlock, QARepVGGBlockV2, RepVGGBlock,
+                         avg_pool_kernel, fold_bn, identity_kernel)
 from .sppf import SPPF, CSPSPPF, SimCSPSPPF, SimSPPF
 
 __all__ = [
@@ -15,7 +15,8 @@ __all__ = [
     'scale_channels', 'scale_repeats', 'BASIC_BLOCKS', 'BepC3', 'BiFusion',
     'BottleRep', 'RepBlock', 'get_basic_block', 'block_activation',
     'make_stage',
-    'QARepVGGBlock', 'RepVGGBlock', 'fold_bn', 'identity_kernel', 'SPPF',
+    'QARepVGGBlock', 'QARepVGGBlockV2', 'RepVGGBlock', 'avg_pool_kernel',
+    'fold_bn', 'identity_kernel', 'SPPF',
     'CSPSPPF', 'SimCSPSPPF', 'SimSPPF', 'ELANBlock', 'ImplicitAdd',
     'ImplicitMul', 'ImplicitPredConv', 'MPConvBlock', 'SPPCSPCBlock'
 ]

@@ -13,14 +13,14 @@ from torch import nn
 
 from detptq.registry import MODELS
 from .conv import ConvBNAct, Transpose
-from .rep_blocks import QARepVGGBlock, RepVGGBlock
+from .rep_blocks import QARepVGGBlock, QARepVGGBlockV2, RepVGGBlock
 
 # A basic block is called as block(in_channels, out_channels) for 3x3 s1 and
 # block(in_channels, out_channels, kernel_size=3, stride=2) for downsampling.
 BASIC_BLOCKS = {
     'RepVGGBlock': RepVGGBlock,
     'QARepVGGBlock': QARepVGGBlock,
-    'QARepVGGBlockV2': partial(QARepVGGBlock, use_avg=True),
+    'QARepVGGBlockV2': QARepVGGBlockV2,
     'ConvBNReLU': partial(ConvBNAct, kernel_size=3, act='ReLU'),
     'ConvBNSiLU': partial(ConvBNAct, kernel_size=3, act='SiLU'),
 }

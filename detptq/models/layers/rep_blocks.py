@@ -1,4 +1,4 @@
-"""Re-parameterisable 3x3 blocks: RepVGG and QARepVGG (METHOD.md section 4).
+"""Re-parameterisable 3x3 blocks: RepVGG, QARepVGG v1 and v2 (METHOD.md section 4).
 
 Training form: several parallel linear branches summed before one activation.
 ``switch_to_deploy()`` folds every branch (each with its own BN, and for
@@ -183,28 +183,13 @@ class RepVGGBlock(nn.Module):
 
 @MODELS.register_module()
 class QARepVGGBlock(RepVGGBlock):
-    """QARepVGG: 3x3 conv+BN + 1x1 conv (no BN) + identity (no BN) -> BN -> act.
+    """QARepVGG (v1): 3x3 conv+BN + 1x1 conv (no BN) + identity (no BN) -> BN -> act.
 
-    From "Make RepVGG Greater Again" (quantization-aware RepVGG). With
-    ``use_avg=True`` a 3x3 average-pool branch is added when shapes allow
-    (YOLOv6's QARepVGGBlockV2). ``switch_to_deploy`` also folds the post-sum
-    BN into ``rbr_reparam`` (the official code keeps it for QAT; PTQ here
-    always works on the fully folded conv).
+    From "Make RepVGG Greater Again" (quantization-aware RepVGG); YOLOv6's
+    ``QARepVGGBlock`` (``training_mode='qarepvgg'``). ``switch_to_deploy``
+    also folds the post-sum BN into ``rbr_reparam`` (the official code keeps
+    it for QAT; PTQ here always works on the fully folded conv).
     """
-
-    def __init__(self,
-                 in_channels: int,
-                 out_channels: int,
-                 kernel_size: int = 3,
-                 stride: int = 1,
-                 padding: Optional[int] = None,
-                 groups: int = 1,
-                 act: Optional[str] = 'ReLU',
-                 deploy: bool = False,
-                 use_avg: bool = False) -> None:
-        self.use_avg = use_avg
-        super().__init__(in_channels, out_channels, kernel_size, stride,
-                         padding, groups, act, deploy)
 
     def _build_branches(self) -> None:
         self.rbr_dense = self.make_conv_bn(self.kernel_size, self.padding)
@@ -212,24 +197,21 @@ class QARepVGGBlock(RepVGGBlock):
                                  self.stride, 0, groups=self.groups,
                                  bias=False)
         self.rbr_identity = nn.Identity() if self.has_identity() else None
-        self.rbr_avg = (nn.AvgPool2d(self.kernel_size, self.stride,
-                                     self.padding)
-                        if self.use_avg and self.has_identity() else None)
         self.bn = nn.BatchNorm2d(self.out_channels)
 
-    def branch_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of the branches (and average pool) followed by the shared BN."""
-        out = super().branch_sum(x)
-        if self.rbr_avg is not None:
-            out = out + self.rbr_avg(x)
-        return self.bn(out)
+    def unshared_branch_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of the parallel branches before the shared BN."""
+        return super().branch_sum(x)
 
-    def _avg_kernel(self, like: torch.Tensor) -> torch.Tensor:
-        # AvgPool2d counts padded zeros (count_include_pad=True), so it is
-        # exactly a per-channel conv with constant weights 1/k^2.
-        k = self.kernel_size
-        return self._identity_kernel(like).sum(dim=(2, 3), keepdim=True) \
-            .expand(-1, -1, k, k) / (k * k)
+    def branch_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of the branches followed by the shared BN."""
+        return self.bn(self.unshared_branch_sum(x))
+
+    def unshared_kernel(self, like: torch.Tensor) -> torch.Tensor:
+        """Kernel of the weight-free branches (identity) summed before the BN."""
+        if self.rbr_identity is None:
+            return torch.zeros_like(like)
+        return self._identity_kernel(like)
 
     @torch.no_grad()
     def get_equivalent_kernel_bias(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -237,11 +219,56 @@ class QARepVGGBlock(RepVGGBlock):
         kernel, bias = fold_conv_bn_branch(self.rbr_dense)
         kernel = kernel + pad_to_kernel(self.rbr_1x1.weight,
                                         self.kernel_size)
-        if self.rbr_identity is not None:
-            kernel = kernel + self._identity_kernel(kernel)
-        if self.rbr_avg is not None:
-            kernel = kernel + self._avg_kernel(kernel)
+        kernel = kernel + self.unshared_kernel(kernel)
         return fold_bn(kernel, bias, self.bn)
 
     def _training_attrs(self) -> Tuple[str, ...]:
-        return ('rbr_dense', 'rbr_1x1', 'rbr_identity', 'rbr_avg', 'bn')
+        return ('rbr_dense', 'rbr_1x1', 'rbr_identity', 'bn')
+
+
+def avg_pool_kernel(channels: int, groups: int, kernel_size: int,
+                    like: torch.Tensor) -> torch.Tensor:
+    """The (grouped) conv kernel equal to a per-channel k x k average pool.
+
+    ``nn.AvgPool2d`` counts padded zeros (``count_include_pad=True``), so with
+    the conv's own zero padding it is exactly this conv everywhere, borders
+    included.
+    """
+    centre = identity_kernel(channels, groups, 1, like)  # (C, C/g, 1, 1)
+    return centre.expand(-1, -1, kernel_size, kernel_size) / kernel_size ** 2
+
+
+@MODELS.register_module()
+class QARepVGGBlockV2(QARepVGGBlock):
+    """QARepVGG v2 (YOLOv6 ``QARepVGGBlockV2``, ``training_mode='qarepvggv2'``).
+
+    As :class:`QARepVGGBlock` plus a weight-free ``rbr_avg`` branch
+    (``AvgPool2d(k, stride, padding)``, only when input and output shapes
+    match, like the identity) added before the shared BN:
+    ``act(bn(dense(x) + conv1x1(x) + x + avgpool(x)))``. The official v3 QA
+    configs (``configs/qarepvgg/yolov6{n,s,m}_qa.py``) build this block.
+    """
+
+    def _build_branches(self) -> None:
+        super()._build_branches()
+        self.rbr_avg = (nn.AvgPool2d(self.kernel_size, self.stride,
+                                     self.padding)
+                        if self.has_identity() else None)
+
+    def unshared_branch_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense + 1x1 + identity + average pool, before the shared BN."""
+        out = super().unshared_branch_sum(x)
+        if self.rbr_avg is not None:
+            out = out + self.rbr_avg(x)
+        return out
+
+    def unshared_kernel(self, like: torch.Tensor) -> torch.Tensor:
+        """Identity plus average-pool kernels."""
+        kernel = super().unshared_kernel(like)
+        if self.rbr_avg is not None:
+            kernel = kernel + avg_pool_kernel(self.in_channels, self.groups,
+                                              self.kernel_size, like)
+        return kernel
+
+    def _training_attrs(self) -> Tuple[str, ...]:
+        return super()._training_attrs() + ('rbr_avg',)

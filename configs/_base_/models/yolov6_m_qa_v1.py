@@ -1,0 +1,8 @@
+# YOLOv6-M with QARepVGG v1 blocks (YOLOv6 QARepVGGBlock,
+# training_mode='qarepvgg': 3x3+BN, 1x1, identity -> BN -> ReLU, no average
+# pool). The official v3 QA releases use v2 blocks (yolov6_m_qa.py).
+_base_ = './yolov6_m.py'
+
+model = dict(
+    backbone=dict(block_type='QARepVGGBlock'),
+    neck=dict(block_type='QARepVGGBlock'))
