@@ -405,3 +405,158 @@ def test_tools_convert_an_official_release_on_the_fly(tmp_path, yolov6_n):
     assert_same(outputs(load_converted(cfg_path('yolov6_n'), out)), ref)
     stamp = os.path.getmtime(out)
     assert resolve_checkpoint(cfg, str(src)) == out and os.path.getmtime(out) == stamp
+
+
+# --------------------------------------------------- YOLOv6 QARepVGG v2 (v3 QA)
+X64 = X.double()
+
+
+def dense_boxes_scores(model: nn.Module):
+    """Every prior's decoded box (input pixels) and class probabilities, float64."""
+    from detptq.models.dense_heads.yolo_postprocess import anchor_points, dist2bbox
+    head = model.bbox_head
+    with torch.no_grad():
+        cls, box = model(X64, mode='tensor')
+        prob, ltrb = head.dense_outputs(cls, box)
+    points, strides = anchor_points([c.shape[-2:] for c in cls], head.strides,
+                                    X64.device, torch.float64)
+    return dist2bbox(points, ltrb * strides), prob
+
+
+@torch.no_grad()
+def well_scaled_random_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights, then each BN's statistics set from its own input on the
+    test image (as a trained model's fit its data): outputs stay O(1) and
+    scores unsaturated, so the comparisons below are sensitive."""
+    fakes.randomize_(model.eval(), seed)
+
+    def fit_stats(bn, args):
+        x = args[0].transpose(0, 1).flatten(1)
+        bn.running_mean.copy_(x.mean(1))
+        # +1: no channel is amplified (a dead ReLU channel would be by 1/sqrt(eps))
+        bn.running_var.copy_(x.var(1, unbiased=False) + 1.0)
+
+    hooks = [m.register_forward_pre_hook(fit_stats) for m in model.modules()
+             if isinstance(m, nn.BatchNorm2d)]
+    model(X, mode='tensor')  # eval mode: each BN fits the input it really gets
+    for h in hooks:
+        h.remove()
+    return model
+
+
+def save_official_qa_v2(path, size: str, fused: bool = False, seed: int = 0):
+    """An official-style YOLOv6-<size> QA v2 release (FP16 pickle); the
+    official-semantics float64 boxes/scores of the saved weights."""
+    torch.manual_seed(seed)
+    ours = well_scaled_random_(build_base_model(f'yolov6_{size}_qa'), seed)
+    ours.half().double()  # the reference sees the FP16 weights the file holds
+    official = fakes.swap_in_official_qa_v2(ours).eval()
+    assert any(isinstance(m, fakes.QARepVGGBlockV2) for m in official.modules())
+    ref = dense_boxes_scores(official)
+    if fused:  # official deploy form: rbr_reparam + kept post-BN, saved in FP16
+        for m in official.modules():
+            if isinstance(m, fakes.QARepVGGBlockV2):
+                m.official_switch_to_deploy()
+        assert (dense_boxes_scores(official)[0] - ref[0]).abs().max().item() < 1e-6
+        official.half().double()  # the fused kernels are what the file holds
+        ref = dense_boxes_scores(official)
+    tree = fakes.stand_in_tree(official, 'yolov6', {'bbox_head': 'detect'})
+    torch.save({'model': tree.half(), 'ema': None, 'epoch': -1}, path)
+    fakes.remove_fake_modules('yolov6')
+    assert_not_importable('yolov6')
+    return ref
+
+
+def convert_cli(src, out, *extra):
+    """Run tools/convert_ckpt.py's main() with argv; return its exit code."""
+    spec = importlib.util.spec_from_file_location(
+        'convert_ckpt_cli',
+        os.path.join(MODEL_CFG_DIR, '..', '..', '..', 'tools', 'convert_ckpt.py'))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    argv = sys.argv
+    sys.argv = ['convert_ckpt.py', str(src), str(out), *map(str, extra)]
+    try:
+        return cli.main()
+    finally:
+        sys.argv = argv
+
+
+def load_converted64(path, deploy: bool, config: str = None) -> nn.Module:
+    """The converted file in its recorded (or the given) config, float64."""
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    return load_converted(config or ckpt['meta']['config'], str(path),
+                          deploy=deploy).double(), ckpt['meta']
+
+
+@pytest.mark.parametrize('size,fused', [('n', False), ('s', False), ('m', False),
+                                        ('n', True)])
+def test_official_qa_v2_release_converts_without_config_exactly(tmp_path, size, fused):
+    """Class names pick yolov6_<size>_qa.py (v2); boxes/scores match the official
+    semantics to 1e-6 px in float64; the v1 block is >= 1e5 times further off."""
+    src, out = tmp_path / f'yolov6{size}_qa.pt', tmp_path / 'converted.pth'
+    ref_boxes, ref_scores = save_official_qa_v2(src, size, fused)
+    assert convert_cli(src, out) == 0
+    model, meta = load_converted64(out, deploy=fused)
+    assert meta['config'].endswith(f'yolov6_{size}_qa.py')
+    assert 'QARepVGGBlockV2' in meta['source_classes']
+    assert 'QARepVGG v2' in meta['looks_like']
+    boxes, scores = dense_boxes_scores(model)
+    # training form: FP16 weights load exactly; fused form: detptq folds the
+    # kept post-BN into the FP32 conv, so FP32 rounding of that fold remains
+    tol = 1e-3 if fused else 1e-6
+    assert (boxes - ref_boxes).abs().max().item() <= tol
+    assert (scores - ref_scores).abs().max().item() <= tol
+    if fused:
+        assert any('post-BN' in why for why in meta['dropped_keys'].values())
+    else:  # sensitivity: the same weights in the v1 block (no average pool)
+        v1, _ = load_converted64(out, deploy=False, config=cfg_path(f'yolov6_{size}_qa_v1'))
+        assert (dense_boxes_scores(v1)[0] - ref_boxes).abs().max().item() > 0.1
+
+
+def test_qa_config_contradicting_the_class_names_is_refused(tmp_path, capsys):
+    src = tmp_path / 'yolov6n_qa.pt'
+    save_official_qa_v2(src, 'n')
+    with pytest.raises(ConversionError) as err:
+        convert_checkpoint(str(src), None, config=cfg_path('yolov6_n_qa_v1'))
+    msg = str(err.value)
+    assert msg.count('.') >= 1 and '\n' not in msg
+    assert 'holds QARepVGGBlockV2 blocks' in msg and 'builds QARepVGGBlock blocks' in msg
+    assert msg.endswith("yolov6_n_qa.py.")
+    # the plain RepVGG config contradicts too, and the CLI says so in one line
+    assert convert_cli(src, tmp_path / 'x.pth', '--config', cfg_path('yolov6_n')) == 1
+    err_line = capsys.readouterr().err.strip()
+    assert 'holds QARepVGGBlockV2 blocks' in err_line and 'builds RepVGGBlock' in err_line
+
+
+def test_qa_v1_release_picks_the_v1_config(tmp_path):
+    """An official QARepVGGBlock (v1) pickle converts into yolov6_n_qa_v1.py."""
+    torch.manual_seed(0)
+    model = fakes.randomize_(build_base_model('yolov6_n_qa_v1').eval())
+    model.half().float()
+    ref = outputs(model)
+    tree = fakes.stand_in_tree(model, 'yolov6', {'bbox_head': 'detect'})
+    src, out = tmp_path / 'v1.pt', tmp_path / 'v1.pth'
+    torch.save({'model': tree.half()}, src)
+    fakes.remove_fake_modules('yolov6')
+    ckpt = convert_checkpoint(str(src), str(out))
+    assert ckpt['meta']['config'].endswith('yolov6_n_qa_v1.py')
+    assert_same(outputs(load_converted(ckpt['meta']['config'], str(out))), ref)
+
+
+def test_qa_state_dict_without_class_names_needs_a_config(tmp_path):
+    """Keys alone fit v1 and v2: no guess, one sentence naming both configs."""
+    torch.manual_seed(0)
+    model = build_base_model('yolov6_n_qa').eval()
+    state = {('detect.' + k[len('bbox_head.'):] if k.startswith('bbox_head.') else k): v
+             for k, v in model.state_dict().items()}
+    src = tmp_path / 'qa_state.pth'
+    torch.save(state, src)
+    with pytest.raises(ConversionError) as err:
+        convert_checkpoint(str(src), None)
+    msg = str(err.value)
+    assert 'fit both QARepVGG v1 and v2' in msg
+    assert 'yolov6_n_qa.py' in msg and 'yolov6_n_qa_v1.py' in msg
+    # with an explicit config it converts
+    assert convert_checkpoint(str(src), None, config=cfg_path('yolov6_n_qa'))['meta'][
+        'config'].endswith('yolov6_n_qa.py')

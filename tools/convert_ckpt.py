@@ -8,7 +8,9 @@ Official ``.pt`` files are pickled whole models; they are read with a
 restricted unpickler that never imports ``yolov6``/``models`` nor runs code
 from the file. The output holds plain tensors only:
 ``{'state_dict': ..., 'meta': {...}}``, loadable by mmengine (``load_from``).
-Without ``--config`` the base model config is guessed from tensor shapes.
+Without ``--config`` the base model config is chosen from the class names
+pickled in an official file (QARepVGG v1 and v2 share every key) and the
+tensor shapes; a ``--config`` contradicting those class names is refused.
 """
 import argparse
 import json
@@ -24,7 +26,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('out', help='output detptq checkpoint (.pth)')
     parser.add_argument('--config', default=None,
                         help='detptq config whose model the weights are for '
-                        '(default: guessed from the tensor shapes)')
+                        '(default: chosen from the pickled class names and '
+                        'the tensor shapes)')
     parser.add_argument('--model-type', default='auto',
                         choices=['auto', 'yolov6', 'yolov7', 'mmyolo'],
                         help='source format (default: detected)')

@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 from detptq.utils.checkpoint import save_checkpoint_file
-from .describe import describe_text, describe_weights, guess_config
+from .block_classes import check_block_types
+from .describe import (describe_text, describe_weights, guess_config,
+                       qa_ambiguity)
 from .match import check_anchors, match_to_model
 from .mmyolo import map_mmyolo
 from .read_source import ConversionError, SourceWeights, read_source
-from .yolov6_official import map_yolov6_official
+from .yolov6_official import fold_deploy_post_bn, map_yolov6_official
 from .yolov7_official import map_yolov7_official
 
 
@@ -60,25 +62,33 @@ def convert_checkpoint(src_path: str, out_path: Optional[str] = None,
                        model_type: str = 'auto') -> Dict[str, Any]:
     """Convert ``src_path``; save to ``out_path`` when given; return the checkpoint dict.
 
-    Without ``config`` the base model config is guessed from the tensor
-    shapes. Raises :class:`ConversionError` unless every source key is loaded
-    or dropped by a named rule and every model key is filled.
+    Without ``config`` the base model config is chosen from the official
+    class names pickled in the file and the tensor shapes; a ``config``
+    contradicting those class names is refused. Raises
+    :class:`ConversionError` unless every source key is loaded or dropped by
+    a named rule and every model key is filled.
     """
     src = read_source(src_path, model_type)
     mapped, unmapped, anchors, layout = map_source(src)
-    desc = describe_weights(mapped)
+    desc = describe_weights(mapped, src.info.get('source_classes'))
     looks_like = describe_text(desc)
     if config is None:
         config = guess_config(desc)
         if config is None:
-            raise ConversionError(f'{src_path!r} looks like {looks_like}, but '
-                                  'no matching config was found; pass --config')
+            why = qa_ambiguity(desc) or 'no matching config was found; pass --config'
+            raise ConversionError(f'{src_path!r} looks like {looks_like}, but {why}')
     config = os.path.normpath(os.path.abspath(config))
     model = build_model(config)
+    check_block_types(src_path, src.info.get('source_classes'), model, config,
+                      guess_config(desc))
     deploy_form = any('.rbr_reparam.' in k for k in mapped)
+    folded: Dict[str, str] = {}
     if deploy_form:  # the file holds already fused RepVGG/RepConv blocks
         model.switch_to_deploy()
+        src_eps = src.info.get('source_bn_eps') or [1e-5]
+        folded = fold_deploy_post_bn(mapped, src_eps[0] if len(src_eps) == 1 else 1e-5)
     state, dropped, filled, problems = match_to_model(mapped, model)
+    dropped.update(folded)
     check_anchors(anchors, model, problems)
     for name in anchors:
         dropped[f'<Detect>.{name}'] = ('anchor constant, checked equal to '

@@ -6,9 +6,11 @@ error explicit when the given config does not fit the file.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 import torch
+
+from .block_classes import file_block_types
 
 # stem output channels -> YOLOv6 size (base 64 channels x width multiple)
 _YOLOV6_SIZES = {16: 'n', 24: 't', 32: 's', 48: 'm', 64: 'l'}
@@ -21,8 +23,14 @@ def _first(state: Dict[str, torch.Tensor], *keys: str) -> Optional[torch.Tensor]
     return None
 
 
-def describe_weights(state: Dict[str, torch.Tensor]) -> Dict[str, object]:
-    """Family, size, layout and class count of a state dict in detptq names."""
+def describe_weights(state: Dict[str, torch.Tensor],
+                     source_classes: Optional[Iterable[str]] = None
+                     ) -> Dict[str, object]:
+    """Family, size, layout, block kind and class count of a state dict in detptq names.
+
+    ``source_classes`` (official class names of a pickled model, if any)
+    name the QARepVGG version, which the keys cannot.
+    """
     desc: Dict[str, object] = {}
     if any(k.startswith('bbox_head.pred_layers.') for k in state):
         desc['family'] = 'yolov7'
@@ -44,6 +52,10 @@ def describe_weights(state: Dict[str, torch.Tensor]) -> Dict[str, object]:
     desc['layout'] = ('v3' if any(k.startswith('neck.Bifusion') for k in state)
                       else 'v2')
     desc['qa'] = 'backbone.stem.bn.weight' in state
+    blocks = file_block_types(source_classes) or set()
+    if desc['qa']:  # None: v1 or v2, the keys are the same
+        desc['qa_version'] = ('v2' if 'QARepVGGBlockV2' in blocks else
+                              'v1' if 'QARepVGGBlock' in blocks else None)
     desc['csp'] = any(k.startswith('backbone.ERBlock_2.1.cv1.') for k in state)
     cls = _first(state, 'bbox_head.cls_preds.0.weight')
     reg = _first(state, 'bbox_head.reg_preds.0.weight')
@@ -69,7 +81,7 @@ def describe_text(desc: Dict[str, object]) -> str:
         name = f"YOLOv6-{str(desc.get('size')).upper()}"
         extra = [f"{desc.get('layout')} layout"]
         if desc.get('qa'):
-            extra.append('QARepVGG')
+            extra.append(f"QARepVGG {desc.get('qa_version') or 'v1 or v2'}")
         if desc.get('reg_max'):
             extra.append(f"DFL reg_max {desc['reg_max']}")
         if desc.get('aux_branch'):
@@ -97,7 +109,9 @@ def guess_config(desc: Dict[str, object],
     elif desc.get('family') == 'yolov6':
         name = f"yolov6_{desc.get('size')}"
         if desc.get('qa'):
-            name += '_qa'
+            if desc.get('qa_version') is None:
+                return None  # see qa_ambiguity(): keys fit v1 and v2 alike
+            name += '_qa' if desc['qa_version'] == 'v2' else '_qa_v1'
         if desc.get('layout') == 'v2':
             name += '_v2'
         name += '.py'
@@ -105,3 +119,15 @@ def guess_config(desc: Dict[str, object],
         return None
     path = os.path.join(config_dir, name)
     return path if os.path.isfile(path) else None
+
+
+def qa_ambiguity(desc: Dict[str, object]) -> Optional[str]:
+    """The sentence explaining why a QARepVGG file without class names needs --config."""
+    if desc.get('family') != 'yolov6' or not desc.get('qa') or \
+            desc.get('qa_version') is not None:
+        return None
+    size = desc.get('size')
+    return (f'its keys fit both QARepVGG v1 and v2 blocks (v2 only adds a '
+            f'weight-free average pool) and the file names no block classes; '
+            f'pass --config configs/_base_/models/yolov6_{size}_qa.py (v2, the '
+            f'official v3 QA releases) or yolov6_{size}_qa_v1.py')

@@ -12,7 +12,8 @@ from torch import nn
 from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
 from .restricted_unpickler import (RestrictedUnpicklingError,
                                    batchnorm_eps_values, load_pickled_checkpoint,
-                                   module_tensors, official_class_path)
+                                   module_tensors, official_class_path,
+                                   standin_class_names)
 
 MODEL_TYPES = ('auto', 'yolov6', 'yolov7', 'mmyolo')
 
@@ -100,6 +101,8 @@ def read_source(path: str, model_type: str = 'auto') -> SourceWeights:
     if module is not None:
         info['source_class'] = official_class_path(module)
         info['source_bn_eps'] = sorted(batchnorm_eps_values(module))
+        # class names tell apart forms whose keys are identical (QARepVGG v1/v2)
+        info['source_classes'] = sorted(standin_class_names(module))
         detected = _type_from_class(info['source_class'])
         raw = module_tensors(module)
     elif isinstance(obj, dict) and _is_tensor_dict(obj.get('state_dict')):

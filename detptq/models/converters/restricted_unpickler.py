@@ -192,6 +192,19 @@ def module_tensors(module: nn.Module, prefix: str = ''
     return out
 
 
+def standin_class_names(module: nn.Module) -> set:
+    """Names of the official classes (stand-ins) anywhere in a restored tree."""
+    names = set()
+    stack = [module]
+    while stack:
+        m = stack.pop()
+        if isinstance(m, StandInModule):
+            names.add(type(m).__name__)
+        stack.extend(c for c in (vars(m).get('_modules') or {}).values()
+                     if c is not None)
+    return names
+
+
 def batchnorm_eps_values(module: nn.Module) -> set:
     """Distinct ``eps`` of the BatchNorm layers in a restored tree."""
     values = set()

@@ -50,3 +50,29 @@ def map_yolov6_official(state: Dict[str, torch.Tensor]
         new_top = 'bbox_head' if top == 'detect' else top
         mapped[f'{new_top}.{rest}'] = value
     return mapped, unmapped, layout
+
+
+def fold_deploy_post_bn(mapped: Dict[str, torch.Tensor],
+                        eps: float = 1e-5) -> Dict[str, str]:
+    """Fold the post-sum BN an official deploy-form QARepVGG block keeps into its conv.
+
+    Official ``QARepVGGBlock(V2).switch_to_deploy`` keeps ``bn`` after
+    ``rbr_reparam`` (for QAT); detptq's deploy block folds it. Changes
+    ``mapped`` in place (``eps``: the file's BatchNorm eps); returns
+    {removed keys: reason}.
+    """
+    notes: Dict[str, str] = {}
+    prefixes = [k[:-len('.rbr_reparam.weight')] for k in list(mapped)
+                if k.endswith('.rbr_reparam.weight')]
+    for p in prefixes:
+        if f'{p}.bn.weight' not in mapped:
+            continue
+        w, b = mapped[f'{p}.rbr_reparam.weight'], mapped[f'{p}.rbr_reparam.bias']
+        gamma, beta = mapped.pop(f'{p}.bn.weight'), mapped.pop(f'{p}.bn.bias')
+        mean, var = mapped.pop(f'{p}.bn.running_mean'), mapped.pop(f'{p}.bn.running_var')
+        mapped.pop(f'{p}.bn.num_batches_tracked', None)
+        scale = gamma / (var + eps).sqrt()
+        mapped[f'{p}.rbr_reparam.weight'] = w * scale.view(-1, 1, 1, 1)
+        mapped[f'{p}.rbr_reparam.bias'] = beta + (b - mean) * scale
+        notes[f'{p}.bn.*'] = 'official deploy QARepVGG post-BN, folded into rbr_reparam'
+    return notes
