@@ -120,17 +120,30 @@ def test_predict_thresholds_obj_times_cls_and_undoes_the_letterbox():
     obj_cls = cls_scores[0].view(1, 3, 81, 8, 8)
     obj_cls[0, 0, 0, 2, 3] = 5.0   # anchor 0 (10x13), cell row 2, col 3: obj
     obj_cls[0, 0, 1 + 7, 2, 3] = 5.0  # class 7 -> score 0.987
-    obj_cls[0, 1, 0, 5, 5] = 5.0   # obj high but class prob 0.018: dropped
-    obj_cls[0, 1, 1 + 2, 5, 5] = -4.0
+    obj_cls[0, 1, 0, 5, 5] = 5.0   # obj*cls 0.018: kept at the official conf 0.001
+    obj_cls[0, 1, 1 + 2, 5, 5] = -4.0  # (YOLOv6's 0.03 would drop it)
+    obj_cls[0, 2, 0, 6, 6] = 5.0   # obj*cls 0.0003: below 0.001, dropped
+    obj_cls[0, 2, 1 + 4, 6, 6] = -8.0
     meta = dict(scale_factor=(0.5, 0.5), pad_param=[8, 8, 0, 0],
                 ori_shape=(96, 128), img_shape=(64, 64))
     res = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=[meta],
                                rescale=True)[0]
-    assert res.labels.tolist() == [7]
-    assert abs(res.scores.item() - torch.sigmoid(torch.tensor(5.0)) ** 2) < 1e-5
+    assert res.labels.tolist() == [7, 2]
+    assert abs(res.scores[0].item() - torch.sigmoid(torch.tensor(5.0)) ** 2) < 1e-5
     # centre (28, 20), size 10x13 in the input -> minus pad (0, 8), / 0.5
     assert torch.allclose(res.bboxes[0], torch.tensor([46.0, 11.0, 66.0, 37.0]),
                           atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['yolov7', 'yolov7_tiny'])
+def test_configs_use_the_official_test_py_thresholds(name):
+    """YOLOv7 test.py: --conf-thres 0.001 --iou-thres 0.65 (not YOLOv6's 0.03)."""
+    cfg = build(name).bbox_head.test_cfg
+    assert (cfg.score_thr, cfg.nms.iou_threshold, cfg.max_per_img) == (0.001, 0.65, 300)
+    from detptq.models.dense_heads.yolov7_head import YOLOv7Head
+    assert YOLOv7Head(in_channels=[8, 16, 32]).test_cfg.score_thr == 0.001  # head default
+    assert YOLOv7Head(in_channels=[8, 16, 32],
+                      test_cfg=dict(score_thr=0.2)).test_cfg.nms.iou_threshold == 0.65
 
 
 def test_training_loss_is_not_available():

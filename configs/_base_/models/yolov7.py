@@ -27,8 +27,10 @@ model = dict(
                      [(36, 75), (76, 55), (72, 146)],
                      [(142, 110), (192, 243), (459, 401)]],
         use_implicit=True,
+        # official YOLOv7 test.py: --conf-thres 0.001 --iou-thres 0.65
+        # (YOLOv6's eval uses 0.03; each family keeps its own)
         test_cfg=dict(
-            score_thr=0.03,
+            score_thr=0.001,
             nms_pre=30000,
             nms=dict(type='nms', iou_threshold=0.65),
             max_per_img=300,

@@ -1,7 +1,8 @@
 """Box decoding, YOLO-style NMS and letterbox un-mapping shared by YOLO heads.
 
-Official YOLOv6/YOLOv7 evaluation: score threshold 0.03 on class scores,
-multi-label (one candidate per anchor and class above the threshold),
+Official YOLOv6/YOLOv7 evaluation: score threshold on class scores (YOLOv6
+eval.py 0.03; YOLOv7 test.py 0.001, on obj*cls), multi-label (one candidate
+per anchor and class above the threshold),
 class-aware NMS at IoU 0.65, at most 300 detections, boxes mapped back from
 the letterboxed input to the original image.
 """

@@ -26,6 +26,10 @@ YOLOV7_ANCHORS = (((12, 16), (19, 36), (40, 28)),
 YOLOV7_TINY_ANCHORS = (((10, 13), (16, 30), (33, 23)),
                        ((30, 61), (62, 45), (59, 119)),
                        ((116, 90), (156, 198), (373, 326)))
+# Official YOLOv7 test.py: conf 0.001 on obj*cls, IoU 0.65, multi-label, 300 boxes.
+YOLOV7_TEST_CFG = dict(score_thr=0.001, nms_pre=30000,
+                       nms=dict(type='nms', iou_threshold=0.65),
+                       max_per_img=300, multi_label=True)
 
 
 @MODELS.register_module()
@@ -65,7 +69,8 @@ class YOLOv7Head(BaseModule):
         self.featmap_strides = list(featmap_strides)
         self.num_anchors = len(prior_sizes[0])
         self.num_out = 5 + num_classes
-        self.test_cfg = ConfigDict(test_cfg or {})
+        # keys not given in test_cfg keep the official test.py values
+        self.test_cfg = ConfigDict({**YOLOV7_TEST_CFG, **(test_cfg or {})})
         self.train_cfg = train_cfg
         # anchors in pixels, shape (levels, anchors, 2); not in the state dict
         # (a config constant; the converters check official files against it)
