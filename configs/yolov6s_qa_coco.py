@@ -1,0 +1,11 @@
+# YOLOv6-S-qa (v3.0, QARepVGGBlockV2, release 0.3.0 yolov6s_qa.pt) on COCO
+# val2017, evaluated as tools/eval.py --reproduce_640_eval does for a file
+# named yolov6s_qa.pt: the name is not in upstream eval_640_repro.py, so its
+# 'default' entry applies (long side 640 - 2); conf 0.03, NMS IoU 0.65.
+#   python tools/test.py configs/yolov6s_qa_coco.py yolov6s_qa.pth --data-root data/coco
+_base_ = ['./_base_/models/yolov6_s_qa.py', './_base_/datasets/coco_detection.py',
+          './_base_/default_runtime.py']
+model_name = 'yolov6s_qa'
+val_dataloader = dict(
+    dataset=dict(pipeline=_base_.yolov6_reproduce_640_pipelines.default))
+test_dataloader = val_dataloader
