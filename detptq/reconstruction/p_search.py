@@ -32,9 +32,9 @@ from mmengine.logging import print_log
 from torch import nn
 from tqdm import tqdm
 
-from detptq.quantization.calibrators.base import range_to_qparams, squeeze_per_tensor
+from detptq.quantization.calibrators.base import squeeze_per_tensor
 from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
-from detptq.quantization.quantizer import fake_quantize
+from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quant_modules import iter_quantizers
 from detptq.quantization.quantizer import UniformQuantizer
 from .forward_replay import CallTree, PrefixReplay, _tile

@@ -4,7 +4,7 @@ from typing import Tuple
 import torch
 
 from detptq.registry import CALIBRATORS
-from detptq.quantization.quantizer import fake_quantize
+from detptq.quantization.functional import fake_quantize
 from .base import RangeCalibrator, range_to_qparams, squeeze_per_tensor
 from .sample_buffer import SampleBuffer
 
