@@ -24,6 +24,7 @@ data dicts are passed through ``model.data_preprocessor`` first).
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -35,8 +36,8 @@ from tqdm import tqdm
 from detptq.quantization.calibrators.base import squeeze_per_tensor
 from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
 from detptq.quantization.functional import fake_quantize, range_to_qparams
-from detptq.quantization.quant_modules import iter_quantizers
 from detptq.quantization.quantizer import UniformQuantizer
+from detptq.quantization.state import disabled, saved_qparams
 from .forward_replay import CallTree, PrefixReplay, _tile
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
@@ -222,11 +223,11 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
     model_q.eval()
     batches = [_as_inputs(model_q, b) for b in batches]
     targets = _targets(model_q, cfg.kinds)
-    flags = [(q, q.enabled) for _, q in iter_quantizers(model_q)]
-    grids = [(q, q.scale.detach().clone(), q.zero_point.clone())
-             for q, _ in flags if isinstance(q, UniformQuantizer)]
-    for q, _ in flags:
-        q.enabled = False  # FP everywhere; each candidate switches on exactly one quantizer
+    # FP everywhere; each candidate switches on exactly one quantizer. Closing the
+    # stack restores every grid, then every flag.
+    state = ExitStack()
+    state.enter_context(disabled(model_q))
+    state.enter_context(saved_qparams(model_q))
     odol = ODOL(cfg.cls_weight, cfg.box_weight)
     try:
         params = lp_optimal_params(model_q, targets, batches, dense_fn, cfg)
@@ -255,10 +256,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                 bar.update()
         bar.close()
     finally:
-        for q, scale, zp in grids:
-            q.set_params(scale, zp)
-        for q, flag in flags:
-            q.enabled = flag
+        state.close()
         model_q.train(was_training)
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for name, _, kind, _ in targets:
