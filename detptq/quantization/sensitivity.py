@@ -16,7 +16,7 @@ the mean over images. Float outputs are computed once per batch.
 Speed: every module call that finishes before L starts gives the same output
 for all settings of L (float in ``one``, all-quantized in ``all-but-one``), so
 those calls are recorded once per batch and replayed
-(``detptq.reconstruction.forward_replay``); only the rest of the network runs.
+(``detptq.utils.forward_replay``); only the rest of the network runs.
 
     results = layer_sensitivity(q_model, batches, metric='odol', mode='both')
     save_sensitivity(results, 'work/sensitivity.json', 'work/sensitivity.png', meta)
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from detptq.reconstruction.forward_replay import CallTree, PrefixReplay
 from detptq.reconstruction.odol import ODOL
 from detptq.reconstruction.p_search import default_dense_fn
+from detptq.utils.forward_replay import CallTree, PrefixReplay
 from .quant_modules import QUANT_MODULES, iter_quantizers
 
 MODES = ('one', 'all-but-one', 'both')

@@ -14,7 +14,7 @@ activations from the layer's FP inputs over ``batches``), then the ODOL of
 the detector with only that quantizer on at s_p. p* = argmin ODOL.
 
 Speed: FP dense outputs are computed once per batch; the module calls that
-finish before the layer are replayed from a recording (``forward_replay``),
+finish before the layer are replayed from a recording (``utils.forward_replay``),
 and the 8 candidates of one quantizer run as one batch of 8*B images.
 
 ``dense_fn(model, inputs) -> (cls_prob (B,N,C), ltrb (B,N,4))`` runs the
@@ -38,7 +38,7 @@ from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchC
 from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
-from .forward_replay import CallTree, PrefixReplay, _tile
+from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
 
