@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> None:
     from detptq.quantization import calibrate, quantize_model
     from detptq.quantization.sensitivity import (format_top_table, layer_sensitivity,
                                                  save_sensitivity)
-    from detptq.reconstruction.p_search import default_dense_fn
+    from detptq.models.dense_outputs import default_dense_fn
 
     cfg, checkpoint = load_ptq_config(args)
     check_data(cfg, ['calib_dataloader'])

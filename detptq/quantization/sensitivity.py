@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from detptq.models.dense_outputs import default_dense_fn
 from detptq.reconstruction.odol import ODOL
-from detptq.reconstruction.p_search import default_dense_fn
 from detptq.utils.forward_replay import CallTree, PrefixReplay
 from .quant_modules import QUANT_MODULES, iter_quantizers
 

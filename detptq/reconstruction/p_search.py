@@ -33,6 +33,7 @@ from mmengine.logging import print_log
 from torch import nn
 from tqdm import tqdm
 
+from detptq.models.dense_outputs import default_dense_fn
 from detptq.quantization.calibrators.base import squeeze_per_tensor
 from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
 from detptq.quantization.functional import fake_quantize, range_to_qparams
@@ -47,13 +48,6 @@ KINDS = ('weight', 'act')
 DenseFn = Callable[[nn.Module, Any], Tuple[torch.Tensor, torch.Tensor]]
 Target = Tuple[str, nn.Module, str, UniformQuantizer]  # (layer name, layer, kind, quantizer)
 QParams = Tuple[torch.Tensor, torch.Tensor]  # (scale, zero_point)
-
-
-def default_dense_fn(model: nn.Module, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """backbone -> neck -> bbox_head -> bbox_head.dense_outputs (docs/ARCHITECTURE.md)."""
-    feats = model.extract_feat(inputs)
-    outs = model.bbox_head(feats)
-    return model.bbox_head.dense_outputs(outs[0], outs[1])
 
 
 @dataclass
