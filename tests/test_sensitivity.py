@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from detptq.quantization import QUANT_MODULES, calibrate, iter_quantizers, quantize_model
-from detptq.quantization.sensitivity import (dense_mse, format_top_table, layer_sensitivity,
+from detptq.analysis.sensitivity import (dense_mse, format_top_table, layer_sensitivity,
                                              save_sensitivity)
 from detptq.registry import MODELS
 from detptq.utils.checkpoint import save_checkpoint_file

@@ -33,9 +33,9 @@ from torch import nn
 from tqdm import tqdm
 
 from detptq.models.dense_outputs import default_dense_fn
+from detptq.quantization.quant_modules import QUANT_MODULES, iter_quantizers
 from detptq.reconstruction.odol import ODOL
 from detptq.utils.forward_replay import CallTree, PrefixReplay
-from .quant_modules import QUANT_MODULES, iter_quantizers
 
 MODES = ('one', 'all-but-one', 'both')
 METRICS = ('odol', 'mse')
