@@ -10,7 +10,7 @@ Two views of a quantized, calibrated model (``quantize_model`` + ``calibrate``):
 
 The error compares the dense head outputs (``bbox_head.dense_outputs``:
 class probabilities and ltrb distances) with the float model's on the same
-images: ODOL (KL + L1, METHOD.md section 7) or the MSE of both tensors. It is
+images: ODOL (KL + L1, docs/METHOD.md section 7) or the MSE of both tensors. It is
 the mean over images. Float outputs are computed once per batch.
 
 Speed: every module call that finishes before L starts gives the same output

@@ -1,4 +1,4 @@
-"""Coarse & Fine Weight Splitting for re-parameterized kxk kernels (CFWS paper, METHOD.md §3).
+"""Coarse & Fine Weight Splitting for re-parameterized kxk kernels (CFWS paper, docs/METHOD.md §3).
 
 For a kernel W (Cout, Cin, k, k), k odd > 1, with centre taps ``W_c``:
 

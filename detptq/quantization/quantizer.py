@@ -1,4 +1,4 @@
-"""Uniform fake quantizer with a straight-through estimator and optional LSQ step (METHOD.md §1).
+"""Uniform fake quantizer with a straight-through estimator and optional LSQ step (docs/METHOD.md §1).
 
 Plain attributes read by the reconstruction and export code:
 

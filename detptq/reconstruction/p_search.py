@@ -1,4 +1,4 @@
-"""DetPTQ: choose each quantizer's Lp exponent p by the detector's output loss (METHOD.md section 7).
+"""DetPTQ: choose each quantizer's Lp exponent p by the detector's output loss (docs/METHOD.md §7).
 
 Public entry points::
 

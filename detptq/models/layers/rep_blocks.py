@@ -1,4 +1,4 @@
-"""Re-parameterisable 3x3 blocks: RepVGG and QARepVGG (METHOD.md section 4).
+"""Re-parameterisable 3x3 blocks: RepVGG and QARepVGG (docs/METHOD.md section 4).
 
 Training form: several parallel linear branches summed before one activation.
 ``switch_to_deploy()`` folds every branch (each with its own BN, and for

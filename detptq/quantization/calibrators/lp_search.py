@@ -1,4 +1,4 @@
-"""Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (METHOD.md §2)."""
+"""Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (docs/METHOD.md §2)."""
 from typing import Tuple
 
 import torch
