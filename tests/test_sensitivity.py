@@ -115,7 +115,7 @@ def test_prefix_replay_gives_the_plain_forward_numbers(fp_model, images) -> None
 
 def test_tool_choices_match_the_library() -> None:
     import importlib.util
-    from detptq.quantization import sensitivity
+    from detptq.analysis import sensitivity
     spec = importlib.util.spec_from_file_location('tool', ROOT / 'tools/analyze_sensitivity.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
