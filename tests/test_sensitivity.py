@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from detptq.quantization import QUANT_MODULES, calibrate, iter_quantizers, quantize_model
-from detptq.quantization.sensitivity import (dense_mse, format_top_table, layer_sensitivity,
+from detptq.analysis.sensitivity import (dense_mse, format_top_table, layer_sensitivity,
                                              save_sensitivity)
 from detptq.registry import MODELS
 from detptq.utils.checkpoint import save_checkpoint_file
@@ -115,7 +115,7 @@ def test_prefix_replay_gives_the_plain_forward_numbers(fp_model, images) -> None
 
 def test_tool_choices_match_the_library() -> None:
     import importlib.util
-    from detptq.quantization import sensitivity
+    from detptq.analysis import sensitivity
     spec = importlib.util.spec_from_file_location('tool', ROOT / 'tools/analyze_sensitivity.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

@@ -18,7 +18,7 @@ from typing import List
 
 from mmengine.config import DictAction
 
-# the same as detptq.quantization.sensitivity's (a test checks); spelled out here so that
+# the same as detptq.analysis.sensitivity's (a test checks); spelled out here so that
 # bad arguments fail before the slow torch/mmdet imports
 METRICS = ('odol', 'mse')
 MODES = ('one', 'all-but-one', 'both')
@@ -58,7 +58,7 @@ def calib_inputs(runner, model, loader_cfg, num_images: int) -> List:
     """Exactly ``num_images`` preprocessed images of the calibration loader, in its batch size."""
     import torch
 
-    from detptq.quantization.sensitivity import model_inputs
+    from detptq.analysis.sensitivity import model_inputs
     loader = runner.build_dataloader(loader_cfg)
     batch_size = loader.batch_size or 1
     batches = list(islice(iter(loader), -(-num_images // batch_size)))
@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> None:
     from detptq.engine.config_utils import (build_eval_runner, check_data,
                                             load_ptq_config)
     from detptq.quantization import calibrate, quantize_model
-    from detptq.quantization.sensitivity import (format_top_table, layer_sensitivity,
+    from detptq.analysis.sensitivity import (format_top_table, layer_sensitivity,
                                                  save_sensitivity)
-    from detptq.reconstruction.p_search import default_dense_fn
+    from detptq.models.dense_outputs import default_dense_fn
 
     cfg, checkpoint = load_ptq_config(args)
     check_data(cfg, ['calib_dataloader'])

@@ -1,10 +1,3 @@
-# Demo YOLOv6-N: adaround at W4A4, shortened so it runs in minutes on a CPU:
-# 300 iterations per unit with a 10x AdaRound lr (at lr 1e-3, V moves too
-# little in 300 steps to change a rounding decision)
-# (the COCO configs keep the paper's 20,000 iterations per unit).
-_base_ = ['./yolov6n_demo.py', '../_base_/ptq/adaround.py']
-load_from = 'checkpoints/yolov6n_demo.pth'
-model_name = 'yolov6n_demo'
-num_calib_images = 32
+# Demo YOLOv6-N: adaround at W4A4 (demo schedule: _base_/adaround_demo.py).
+_base_ = ['./_base_/adaround_demo.py']
 quant_cfg = dict(w_bits=4, a_bits=4)
-recon_cfg = dict(iters=300, batch_size=4, lr_round=1e-2)

@@ -1,5 +1,3 @@
 # Demo YOLOv6-N: mse PTQ at W4A8.
-_base_ = ['./yolov6n_demo.py', '../_base_/ptq/mse.py']
-load_from = 'checkpoints/yolov6n_demo.pth'
-model_name = 'yolov6n_demo'
+_base_ = ['./_base_/ptq_demo.py', '../_base_/ptq/mse.py']
 quant_cfg = dict(w_bits=4, a_bits=8)

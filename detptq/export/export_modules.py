@@ -27,15 +27,11 @@ from torch import nn
 from detptq.quantization.cfws import CFWSWeightQuantizer, is_splittable
 from detptq.quantization.quant_modules import (QUANT_MODULES, QuantConv2d,
                                                QuantConvTranspose2d, QuantLinear)
+from detptq.quantization.state import is_active as _is_active
 from .qdq_functions import clip_bounds, code_dtype, quant_dequant
 
 #: largest distance of ``W / s`` from an integer accepted as "on the grid"
 GRID_TOLERANCE = 1e-3
-
-
-def _is_active(quantizer: nn.Module) -> bool:
-    return bool(getattr(quantizer, 'enabled', False)) and not getattr(
-        quantizer, 'is_pass_through', True)
 
 
 class QDQParams(nn.Module):

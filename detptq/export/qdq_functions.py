@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from detptq.quantization.functional import broadcast_to_channel
+
 #: code range of each ONNX 8-bit integer type
 DTYPE_RANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
 
@@ -44,14 +46,6 @@ def clip_bounds(scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
     return (qmin - z) * s, (qmax - z) * s
 
 
-def _broadcast(param: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
-    if param.dim() == 0:
-        return param
-    shape = [1] * ndim
-    shape[axis] = -1
-    return param.reshape(shape)
-
-
 class QuantDequant(torch.autograd.Function):
     """``x -> DequantizeLinear(QuantizeLinear(x))`` with an optional leading ``Clip``."""
 
@@ -59,8 +53,8 @@ class QuantDequant(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                 axis: int, qmin: int, qmax: int,
                 clip: Optional[Tuple[float, float]]) -> torch.Tensor:
-        s = _broadcast(scale, x.dim(), axis)
-        z = _broadcast(zero_point, x.dim(), axis).to(x.dtype)
+        s = broadcast_to_channel(scale, x.dim(), axis)
+        z = broadcast_to_channel(zero_point, x.dim(), axis).to(x.dtype)
         return (torch.clamp(torch.round(x / s) + z, qmin, qmax) - z) * s
 
     @staticmethod

@@ -4,7 +4,7 @@
   reports max / mean absolute differences of the dense class scores
   (probabilities) and decoded boxes (input pixels), before NMS.
 - :class:`OnnxDetector` exposes ``test_step`` (data preprocessor -> ORT -> the
-  head's own ``predict_by_feat`` / NMS), so ``detptq.engine.evaluation.evaluate``
+  head's own ``predict_by_feat`` / NMS), so ``detptq.utils.evaluation.evaluate``
   scores the ONNX model through mmdet's CocoMetric exactly like a PyTorch model.
 
 Why the two never agree bit for bit: ORT's and PyTorch's convolutions sum in a
@@ -144,7 +144,7 @@ def build_test_loader_and_evaluator(cfg):
 
 def evaluate_onnx(session, detector: nn.Module, cfg, decode: bool) -> Dict[str, float]:
     """COCO metrics of the ONNX model on ``cfg``'s test split (same path as the PyTorch eval)."""
-    from detptq.engine.evaluation import evaluate, short_metrics
+    from detptq.utils.evaluation import evaluate, short_metrics
     loader, evaluator = build_test_loader_and_evaluator(cfg)
     metrics = evaluate(OnnxDetector(session, detector, decode), loader, evaluator,
                        desc='eval ONNX')

@@ -1,4 +1,4 @@
-"""Fold BatchNorm into the preceding convolution (eval-mode statistics), METHOD.md §4."""
+"""Fold BatchNorm into the preceding convolution (eval-mode statistics), docs/METHOD.md §4."""
 import logging
 from typing import List, Optional, Tuple
 

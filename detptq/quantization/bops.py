@@ -4,7 +4,8 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-from .quant_modules import (QUANT_MODULES, QuantConv2d, QuantConvTranspose2d, quantization_disabled)
+from .quant_modules import QUANT_MODULES, QuantConv2d, QuantConvTranspose2d
+from .state import disabled
 
 #: bit width counted for layers kept in float
 FLOAT_BITS = 32
@@ -86,7 +87,7 @@ def count_bops(model: nn.Module,
     model.eval()
     try:
         # Only shapes matter here; disabling avoids needing calibrated scales.
-        with quantization_disabled(model):
+        with disabled(model):
             (forward_fn or default_forward)(model, inputs)
     finally:
         for handle in handles:

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from .bops import default_forward
 from .quant_modules import QUANT_MODULES
+from .state import observing
 
 logger = logging.getLogger(__name__)
 
@@ -62,27 +63,16 @@ def calibrate(model: nn.Module,
         raise ValueError('calibrate: the model has no quant modules; call quantize_model first')
     calibrate_weights(model)
 
-    saved = [(q, q.enabled) for _, m in modules for q in (m.weight_quantizer, m.input_quantizer)]
-    act_quantizers = [(n, m.input_quantizer) for n, m in modules
-                      if hasattr(m.input_quantizer, 'calibrator')]
-    for quantizer, _ in saved:
-        quantizer.enabled = False
-    for _, quantizer in act_quantizers:
-        quantizer.calibrator.reset()
-        quantizer.observing = not quantizer.is_pass_through
     was_training = model.training
     model.eval()
     seen = 0
     try:
-        batches = islice(iter(data_iter), num_batches)
-        for batch in tqdm(batches, total=num_batches, desc='calibrate', disable=not progress):
-            forward_fn(model, batch)
-            seen += 1
+        with observing(model) as act_quantizers:
+            batches = islice(iter(data_iter), num_batches)
+            for batch in tqdm(batches, total=num_batches, desc='calibrate', disable=not progress):
+                forward_fn(model, batch)
+                seen += 1
     finally:
-        for _, quantizer in act_quantizers:
-            quantizer.observing = False
-        for quantizer, flag in saved:
-            quantizer.enabled = flag
         model.train(was_training)
     if seen < num_batches:
         logger.warning('calibrate: data ran out after %d of %d batches', seen, num_batches)

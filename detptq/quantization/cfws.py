@@ -1,4 +1,4 @@
-"""Coarse & Fine Weight Splitting for re-parameterized kxk kernels (CFWS paper, METHOD.md §3).
+"""Coarse & Fine Weight Splitting for re-parameterized kxk kernels (CFWS paper, docs/METHOD.md §3).
 
 For a kernel W (Cout, Cin, k, k), k odd > 1, with centre taps ``W_c``:
 
@@ -20,8 +20,8 @@ from torch import nn
 
 from detptq.registry import QUANTIZERS
 from .bops import count_bops
-from .calibrators.base import range_to_qparams
-from .quantizer import UniformQuantizer, fake_quantize, round_ste
+from .functional import fake_quantize, range_to_qparams, round_ste
+from .quantizer import UniformQuantizer
 
 
 def is_splittable(weight: torch.Tensor) -> bool:

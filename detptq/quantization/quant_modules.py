@@ -1,5 +1,4 @@
 """Quantized Conv2d / Linear / ConvTranspose2d: float weights, weight and input fake quantizers."""
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -208,15 +207,3 @@ def iter_quantizers(model: nn.Module):
             yield f'{name}.weight_quantizer', module.weight_quantizer
             yield f'{name}.input_quantizer', module.input_quantizer
 
-
-@contextmanager
-def quantization_disabled(model: nn.Module):
-    """Run the model in float inside the block, then restore every quantizer's ``enabled`` flag."""
-    saved = [(q, q.enabled) for _, q in iter_quantizers(model)]
-    for quantizer, _ in saved:
-        quantizer.enabled = False
-    try:
-        yield model
-    finally:
-        for quantizer, flag in saved:
-            quantizer.enabled = flag

@@ -1,4 +1,4 @@
-"""Uniform fake quantizer with a straight-through estimator and optional LSQ step (METHOD.md §1).
+"""Uniform fake quantizer with a straight-through estimator and optional LSQ step (docs/METHOD.md §1).
 
 Plain attributes read by the reconstruction and export code:
 
@@ -12,48 +12,15 @@ Plain attributes read by the reconstruction and export code:
 ``x_hat = (clamp(round(x / scale) + zero_point, qmin, qmax) - zero_point) * scale``.
 """
 import math
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from detptq.registry import CALIBRATORS, QUANTIZERS
-
-#: bit widths at or above this value mean "keep in high precision"
-PASS_THROUGH_BITS = 16
-#: smallest step size a quantizer will accept (avoids division by zero)
-MIN_SCALE = 1e-8
-
-
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round to nearest with a straight-through (identity) gradient."""
-    return (x.round() - x).detach() + x
-
-
-def grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Return ``x`` unchanged in the forward pass, with its gradient multiplied by ``factor``."""
-    scaled = x * factor
-    return (x - scaled).detach() + scaled
-
-
-def fake_quantize(x: torch.Tensor,
-                  scale: torch.Tensor,
-                  zero_point: torch.Tensor,
-                  qmin: int,
-                  qmax: int,
-                  rounding: Callable[[torch.Tensor], torch.Tensor] = torch.round) -> torch.Tensor:
-    """Quantize and dequantize ``x``; ``scale``/``zero_point`` must broadcast against ``x``."""
-    codes = torch.clamp(rounding(x / scale) + zero_point, qmin, qmax)
-    return (codes - zero_point) * scale
-
-
-def broadcast_to_channel(param: torch.Tensor, ndim: int, ch_axis: int) -> torch.Tensor:
-    """Reshape a ``(C,)`` tensor to broadcast along ``ch_axis`` of an ``ndim``-D tensor."""
-    if param.dim() == 0:
-        return param
-    shape = [1] * ndim
-    shape[ch_axis] = -1
-    return param.reshape(shape)
+# re-exported: the rest of the project imports these names from here too
+from .functional import (MIN_SCALE, PASS_THROUGH_BITS, broadcast_to_channel,  # noqa: F401
+                         code_range, fake_quantize, grad_scale, round_ste)
 
 
 def _require_bool(owner: str, key: str, value: Any) -> bool:
@@ -147,16 +114,12 @@ class UniformQuantizer(nn.Module):
     @property
     def qmin(self) -> int:
         """Smallest integer code."""
-        if self.is_signed:
-            return -(2**(self.bits - 1)) + int(self.narrow_range)
-        return 0
+        return code_range(self.bits, self.is_signed, self.narrow_range)[0]
 
     @property
     def qmax(self) -> int:
         """Largest integer code."""
-        if self.is_signed:
-            return 2**(self.bits - 1) - 1
-        return 2**self.bits - 1
+        return code_range(self.bits, self.is_signed, self.narrow_range)[1]
 
     # ------------------------------------------------------------- parameters
     def set_learn_scale(self, flag: bool) -> None:

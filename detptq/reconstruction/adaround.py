@@ -1,4 +1,4 @@
-"""AdaRound: learnt up/down rounding of weights (METHOD.md section 5).
+"""AdaRound: learnt up/down rounding of weights (docs/METHOD.md section 5).
 
 ``AdaRoundQuantizer(base, weight)`` takes the place of a layer's
 ``weight_quantizer`` during reconstruction. It reuses the base

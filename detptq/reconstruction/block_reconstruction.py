@@ -1,4 +1,4 @@
-"""Layer-wise AdaRound, BRECQ and QDrop reconstruction (METHOD.md sections 5-6).
+"""Layer-wise AdaRound, BRECQ and QDrop reconstruction (docs/METHOD.md sections 5-6).
 
 Public entry point::
 

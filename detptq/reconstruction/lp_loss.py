@@ -1,4 +1,4 @@
-"""Lp reconstruction loss (METHOD.md section 6).
+"""Lp reconstruction loss (docs/METHOD.md section 6).
 
 ``LpLoss(p)(y_q, y_fp)`` = mean over the batch (and spatial positions) of the
 sum over channels of ``|y_q - y_fp|^p``, the loss BRECQ/QDrop minimise per

@@ -1,4 +1,4 @@
-"""ODOL, the Object Detection Output Loss (METHOD.md section 7).
+"""ODOL, the Object Detection Output Loss (docs/METHOD.md section 7).
 
 Compares a detector's dense predictions before NMS, as produced by
 ``bbox_head.dense_outputs`` (docs/ARCHITECTURE.md): ``cls_prob`` (B, N, C)
@@ -9,7 +9,7 @@ sigmoid probabilities and ``ltrb`` (B, N, 4) box distances in stride units.
 Each class probability is a Bernoulli variable (YOLO heads use independent
 sigmoids, not a softmax), so the KL per anchor is the sum over classes of the
 Bernoulli KL; the L1 per anchor is the sum over the 4 distances. Both are then
-averaged over anchors and images (our choice; METHOD.md leaves it open).
+averaged over anchors and images (our choice; docs/METHOD.md leaves it open).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DetPTQ: choose each quantizer's Lp exponent p by the detector's output loss (METHOD.md section 7).
+"""DetPTQ: choose each quantizer's Lp exponent p by the detector's output loss (docs/METHOD.md §7).
 
 Public entry points::
 
@@ -14,7 +14,7 @@ activations from the layer's FP inputs over ``batches``), then the ODOL of
 the detector with only that quantizer on at s_p. p* = argmin ODOL.
 
 Speed: FP dense outputs are computed once per batch; the module calls that
-finish before the layer are replayed from a recording (``forward_replay``),
+finish before the layer are replayed from a recording (``utils.forward_replay``),
 and the 8 candidates of one quantizer run as one batch of 8*B images.
 
 ``dense_fn(model, inputs) -> (cls_prob (B,N,C), ltrb (B,N,4))`` runs the
@@ -24,6 +24,7 @@ data dicts are passed through ``model.data_preprocessor`` first).
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -32,12 +33,13 @@ from mmengine.logging import print_log
 from torch import nn
 from tqdm import tqdm
 
-from detptq.quantization.calibrators.base import range_to_qparams, squeeze_per_tensor
+from detptq.models.dense_outputs import default_dense_fn
+from detptq.quantization.calibrators.base import squeeze_per_tensor
 from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
-from detptq.quantization.quantizer import fake_quantize
-from detptq.quantization.quant_modules import iter_quantizers
+from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quantizer import UniformQuantizer
-from .forward_replay import CallTree, PrefixReplay, _tile
+from detptq.quantization.state import disabled, saved_qparams
+from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
 
@@ -46,13 +48,6 @@ KINDS = ('weight', 'act')
 DenseFn = Callable[[nn.Module, Any], Tuple[torch.Tensor, torch.Tensor]]
 Target = Tuple[str, nn.Module, str, UniformQuantizer]  # (layer name, layer, kind, quantizer)
 QParams = Tuple[torch.Tensor, torch.Tensor]  # (scale, zero_point)
-
-
-def default_dense_fn(model: nn.Module, inputs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """backbone -> neck -> bbox_head -> bbox_head.dense_outputs (docs/ARCHITECTURE.md)."""
-    feats = model.extract_feat(inputs)
-    outs = model.bbox_head(feats)
-    return model.bbox_head.dense_outputs(outs[0], outs[1])
 
 
 @dataclass
@@ -222,11 +217,11 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
     model_q.eval()
     batches = [_as_inputs(model_q, b) for b in batches]
     targets = _targets(model_q, cfg.kinds)
-    flags = [(q, q.enabled) for _, q in iter_quantizers(model_q)]
-    grids = [(q, q.scale.detach().clone(), q.zero_point.clone())
-             for q, _ in flags if isinstance(q, UniformQuantizer)]
-    for q, _ in flags:
-        q.enabled = False  # FP everywhere; each candidate switches on exactly one quantizer
+    # FP everywhere; each candidate switches on exactly one quantizer. Closing the
+    # stack restores every grid, then every flag.
+    state = ExitStack()
+    state.enter_context(disabled(model_q))
+    state.enter_context(saved_qparams(model_q))
     odol = ODOL(cfg.cls_weight, cfg.box_weight)
     try:
         params = lp_optimal_params(model_q, targets, batches, dense_fn, cfg)
@@ -255,10 +250,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                 bar.update()
         bar.close()
     finally:
-        for q, scale, zp in grids:
-            q.set_params(scale, zp)
-        for q, flag in flags:
-            q.enabled = flag
+        state.close()
         model_q.train(was_training)
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for name, _, kind, _ in targets:

@@ -1,4 +1,4 @@
-"""Split a quantized model into reconstruction units (METHOD.md section 6).
+"""Split a quantized model into reconstruction units (docs/METHOD.md section 6).
 
 ``partition_units(model, mode='block') -> list[(name, module)]``
 

@@ -1,4 +1,4 @@
-"""ReconConfig: the settings of a BRECQ/QDrop/AdaRound reconstruction run (METHOD.md section 6)."""
+"""ReconConfig: the settings of a BRECQ/QDrop/AdaRound reconstruction run (docs/METHOD.md §6)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ MODES = ('layer', 'brecq', 'qdrop')
 
 @dataclass
 class ReconConfig:
-    """Settings of one reconstruction run (defaults: METHOD.md section 6)."""
+    """Settings of one reconstruction run (defaults: docs/METHOD.md section 6)."""
     mode: str = 'brecq'            # 'layer' (AdaRound per layer), 'brecq', 'qdrop'
     iters: int = 20000             # optimisation steps per unit
     batch_size: int = 32

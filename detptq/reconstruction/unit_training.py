@@ -15,6 +15,7 @@ from torch.utils import _pytree as pytree
 from tqdm import tqdm
 
 from detptq.quantization.quantizer import MIN_SCALE, UniformQuantizer
+from detptq.quantization.state import is_active as _is_active
 from .adaround import AdaRoundQuantizer, LinearTempDecay
 from .data_cache import UnitDataCache
 from .lp_loss import LpLoss
@@ -32,11 +33,6 @@ class _UnitSetup:
     grad_flags: List[Tuple[nn.Parameter, bool]] = field(default_factory=list)
     hooks: list = field(default_factory=list)
     drop: Dict[str, Any] = field(default_factory=dict)
-
-
-def _is_active(quantizer: nn.Module) -> bool:
-    return bool(getattr(quantizer, 'enabled', False)) and not getattr(
-        quantizer, 'is_pass_through', False)
 
 
 def _drop_hook(state: Dict[str, Any]):

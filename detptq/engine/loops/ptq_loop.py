@@ -19,7 +19,6 @@ import torch
 from mmengine.logging import print_log
 from mmengine.runner import BaseLoop, Runner
 
-from detptq.engine.evaluation import evaluate, short_metrics
 from detptq.engine.metrics_cache import (fp_metrics_key, load_fp_metrics,
                                          store_fp_metrics)
 from detptq.quantization import calibrate, quantize_model
@@ -27,6 +26,7 @@ from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.cfws import cfws_extra_bops
 from detptq.registry import LOOPS, RECONSTRUCTORS
 from detptq.utils.checkpoint import save_checkpoint_file
+from detptq.utils.evaluation import evaluate, short_metrics
 from detptq.version import __version__
 
 

@@ -1,4 +1,4 @@
-"""Re-parameterisable 3x3 blocks: RepVGG, QARepVGG v1 and v2 (METHOD.md section 4).
+"""Re-parameterisable 3x3 blocks: RepVGG, QARepVGG v1 and v2 (docs/METHOD.md section 4).
 
 Training form: several parallel linear branches summed before one activation.
 ``switch_to_deploy()`` folds every branch (each with its own BN, and for

@@ -1,34 +1,9 @@
-"""Calibrator base classes and the one place that turns a float range into (scale, zero_point)."""
+"""Calibrator base classes; ranges become (scale, zero_point) through ``functional.range_to_qparams``."""
 from typing import Optional, Tuple
 
 import torch
 
-from detptq.quantization.quantizer import MIN_SCALE
-
-
-def range_to_qparams(quantizer, lo: torch.Tensor,
-                     hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point that map the range ``[lo, hi]`` onto ``quantizer``'s codes.
-
-    Works elementwise on tensors of any shape (per channel, or a batch of
-    candidate ranges). The range is widened to include 0 so that zero is
-    exactly representable (zero padding, ReLU outputs).
-
-    - signed symmetric: ``s = max(|lo|, |hi|) / (2^(k-1) - 1)`` (also with full range),
-    - unsigned symmetric: ``s = hi / (2^k - 1)`` (negatives clip to 0),
-    - asymmetric: ``s = (hi - lo) / (2^k - 1)``, ``z = clamp(-round(lo / s), 0, 2^k - 1)``.
-    """
-    lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
-    hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
-    qmin, qmax = quantizer.qmin, quantizer.qmax
-    if quantizer.symmetric:
-        amax = hi if quantizer.unsigned else torch.maximum(-lo, hi)
-        scale = (amax / qmax).clamp_min(MIN_SCALE)
-        zero_point = torch.zeros_like(scale)
-    else:
-        scale = ((hi - lo) / (qmax - qmin)).clamp_min(MIN_SCALE)
-        zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
-    return scale, zero_point
+from detptq.quantization.functional import range_to_qparams  # noqa: F401  (also exported here)
 
 
 def channel_view(x: torch.Tensor, per_channel: bool, ch_axis: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ the threshold added to its last bin; Q merges ``hist[:i]`` into ``levels``
 groups and spreads each group's mass evenly over its non-empty bins.
 The threshold minimising KL(P || Q) wins.
 
-CFWS improvements (METHOD.md §2):
+CFWS improvements (docs/METHOD.md §2):
 
 - ``log_diff=True`` evaluates ``sum P * (log P - log Q)`` over bins with P > 0,
   flooring Q at ``LOG_FLOOR`` inside the logarithm. The default TensorRT-style

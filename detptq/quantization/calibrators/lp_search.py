@@ -1,10 +1,10 @@
-"""Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (METHOD.md §2)."""
+"""Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (docs/METHOD.md §2)."""
 from typing import Tuple
 
 import torch
 
 from detptq.registry import CALIBRATORS
-from detptq.quantization.quantizer import fake_quantize
+from detptq.quantization.functional import fake_quantize
 from .base import RangeCalibrator, range_to_qparams, squeeze_per_tensor
 from .sample_buffer import SampleBuffer
 

@@ -1,4 +1,4 @@
-"""MinMax calibration: the range is the observed minimum and maximum (METHOD.md §2)."""
+"""MinMax calibration: the range is the observed minimum and maximum (docs/METHOD.md §2)."""
 from detptq.registry import CALIBRATORS
 from .base import RangeCalibrator
 

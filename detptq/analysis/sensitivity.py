@@ -10,13 +10,13 @@ Two views of a quantized, calibrated model (``quantize_model`` + ``calibrate``):
 
 The error compares the dense head outputs (``bbox_head.dense_outputs``:
 class probabilities and ltrb distances) with the float model's on the same
-images: ODOL (KL + L1, METHOD.md section 7) or the MSE of both tensors. It is
+images: ODOL (KL + L1, docs/METHOD.md section 7) or the MSE of both tensors. It is
 the mean over images. Float outputs are computed once per batch.
 
 Speed: every module call that finishes before L starts gives the same output
 for all settings of L (float in ``one``, all-quantized in ``all-but-one``), so
 those calls are recorded once per batch and replayed
-(``detptq.reconstruction.forward_replay``); only the rest of the network runs.
+(``detptq.utils.forward_replay``); only the rest of the network runs.
 
     results = layer_sensitivity(q_model, batches, metric='odol', mode='both')
     save_sensitivity(results, 'work/sensitivity.json', 'work/sensitivity.png', meta)
@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from detptq.reconstruction.forward_replay import CallTree, PrefixReplay
+from detptq.models.dense_outputs import default_dense_fn
+from detptq.quantization.quant_modules import QUANT_MODULES
+from detptq.quantization.state import disabled
 from detptq.reconstruction.odol import ODOL
-from detptq.reconstruction.p_search import default_dense_fn
-from .quant_modules import QUANT_MODULES, iter_quantizers
+from detptq.utils.forward_replay import CallTree, PrefixReplay
 
 MODES = ('one', 'all-but-one', 'both')
 METRICS = ('odol', 'mse')
@@ -140,15 +142,15 @@ def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'o
     if not inputs:
         raise ValueError('sensitivity: no batches given')
     modes = ['one', 'all-but-one'] if mode == 'both' else [mode]
-    flags = {q: q.enabled for _, q in iter_quantizers(model)}
     was_training = model.training
     model.eval()
     sums = {(m, n): 0.0 for m in modes for n, _ in layers}
     all_quantized, images = 0.0, 0
     bar = tqdm(total=len(inputs) * len(layers) * len(modes), desc=f'sensitivity ({metric})',
                unit='layer', disable=not progress)
+    state = ExitStack()
+    flags = state.enter_context(disabled(model))  # the calibrated flags, restored at the end
     try:
-        _set_all(flags, on=False)
         prefix = None
         if replay:
             tree = CallTree(model, lambda: dense_fn(model, inputs[0]))
@@ -171,8 +173,7 @@ def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'o
                 _sweep(layers, flags, 'all-but-one', run, prefix, fp, compute, sums, bar)
     finally:
         bar.close()
-        for q, flag in flags.items():
-            q.enabled = flag
+        state.close()
         model.train(was_training)
     rows = []
     for name, layer in layers:

@@ -1,0 +1,1 @@
+"""Analysis of quantized models: per-layer quantization sensitivity."""
