@@ -66,7 +66,9 @@ class _Group:
         rows, _ = rows.sort()  # sorted reads are kinder to memory-mapped files
         if len(self.chunks) == 1:
             chunk = self.chunks[0]
-            return {field: pytree.tree_unflatten([t[rows] for t in chunk[field]], spec)
+            # index_select copies the same rows as t[rows], several times faster on CPU
+            return {field: pytree.tree_unflatten([t.index_select(0, rows) for t in chunk[field]],
+                                                 spec)
                     for field, spec in self.specs.items()}
         offsets = torch.tensor(self.offsets)
         chunk_ids = torch.bucketize(rows, offsets[1:], right=True)
