@@ -257,8 +257,8 @@ def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
                                      ours_it_s=1.0 / ours, bare_it_s=1.0 / bare,
                                      overhead=ours / bare, fill_s=fill_s))
                     print(f'{position:3d} {name[:34]:34s} b={batch:<3d} {mode:6s} '
-                          f'ours {1 / ours:7.1f} it/s  bare {1 / bare:7.1f} it/s  '
-                          f'overhead x{ours / bare:5.2f}  (cache fill {fill_s:.2f}s)',
+                          f'ours {1 / ours:8.3f} it/s ({ours:.3f} s/it)  bare {1 / bare:8.3f} '
+                          f'it/s  overhead x{ours / bare:5.2f}  (cache fill {fill_s:.2f}s)',
                           flush=True)
     return rows
 
