@@ -319,6 +319,13 @@ def main() -> None:
           f'quant_cfg {quant_cfg}; built + calibrated in {time.perf_counter() - t0:.1f}s; '
           f'peak RSS {peak_rss_mb():.0f} MiB')
     result: Dict[str, Any] = dict(model=desc, size=args.size, images=args.images)
+    rows = bench_units(q, calib, args)
+    result['units'] = rows
+    result['totals'] = summarise(rows)
+    for tot in result['totals']:
+        print(f"all {tot['units']} units, batch {tot['batch']}, {tot['mode']}: one iteration of "
+              f"every unit {tot['ours_s_per_iter_all_units']:.3f}s (bare "
+              f"{tot['bare_s_per_iter_all_units']:.3f}s, overhead x{tot['overhead']:.2f})")
     if not args.no_p_search:
         ps = bench_p_search(q, calib, args)
         result['p_search'] = ps
@@ -328,13 +335,6 @@ def main() -> None:
               f"{ps['candidates_per_s']:.2f}/s; one full FP forward of 8x{ps['images']} "
               f"images {ps['full_forward_8x_s']:.2f}s); peak RSS {peak_rss_mb():.0f} MiB",
               flush=True)
-    rows = bench_units(q, calib, args)
-    result['units'] = rows
-    result['totals'] = summarise(rows)
-    for tot in result['totals']:
-        print(f"all {tot['units']} units, batch {tot['batch']}, {tot['mode']}: one iteration of "
-              f"every unit {tot['ours_s_per_iter_all_units']:.3f}s (bare "
-              f"{tot['bare_s_per_iter_all_units']:.3f}s, overhead x{tot['overhead']:.2f})")
     result['peak_rss_mb'] = peak_rss_mb()
     print(f'peak RSS {result["peak_rss_mb"]:.0f} MiB')
     if args.json:
