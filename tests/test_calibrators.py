@@ -1,4 +1,6 @@
 """Calibrators on known data: exact MinMax/EMA, percentile vs numpy, Lp brute force, KL variants."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -130,15 +132,36 @@ def test_lp_larger_p_keeps_wider_range():
     assert scales[0] <= scales[1] <= scales[2] and scales[0] < scales[2]
 
 
-def test_histogram_growth_is_exact():
+def test_histogram_extends_bins_at_the_first_batch_width():
+    # TensorRT's HistogramCalibrator: the first batch fixes the bin width (max / bins);
+    # a later, wider batch appends bins of that width instead of re-binning.
+    hist = AbsHistogram(bins=4)
+    hist.add(torch.tensor([0.5, 1.0, 2.0, 4.0]))  # width 1: bins [0,1) [1,2) [2,3) [3,4]
+    assert hist.counts.tolist() == [1, 1, 1, 1] and hist.bin_width == 1.0
+    hist.add(torch.tensor([0.2, -3.5, 6.5]))  # |x| up to 6.5: ceil(6.5 / 1) = 7 bins
+    assert hist.num_bins == 7 and hist.bin_width == 1.0 and hist.upper == 7.0
+    assert hist.counts.tolist() == [2, 1, 1, 2, 0, 0, 1]
+    hist.add(torch.tensor([7.0]))  # exactly the upper edge: last bin, no growth
+    assert hist.counts.tolist() == [2, 1, 1, 2, 0, 0, 2]
+
+
+def test_histogram_merges_pairs_only_beyond_max_bins():
+    hist = AbsHistogram(bins=4, max_bins=5)
+    hist.add(torch.tensor([0.5, 1.0, 2.0, 4.0]))
+    hist.add(torch.tensor([0.2, 3.5, 6.5]))  # 7 bins > 5: width 2 first, then 4 bins
+    assert hist.bin_width == 2.0 and hist.upper == 8.0
+    assert hist.counts.tolist() == [3, 3, 0, 1]
+
+
+def test_histogram_over_batches_equals_one_histogram_of_all_data():
     gen = torch.Generator().manual_seed(5)
     a, b = torch.rand(5000, generator=gen), torch.rand(5000, generator=gen) * 3
     hist = AbsHistogram(bins=64)
     hist.add(a)
-    upper_first = hist.upper
+    width = hist.bin_width
     hist.add(b)
-    assert hist.upper == pytest.approx(upper_first * 4)  # 2^ceil(log2(3 / max(a)))
-    direct = torch.histc(torch.cat([a, b]).double(), bins=64, min=0, max=hist.upper)
+    assert hist.bin_width == width and hist.num_bins == math.ceil(b.max().item() / width)
+    direct = torch.histc(torch.cat([a, b]).double(), bins=hist.num_bins, min=0, max=hist.upper)
     assert hist.counts.sum().item() == 10_000
     assert (hist.counts - direct).abs().max().item() <= 2  # only float ties at bin edges
 
@@ -169,12 +192,11 @@ def dense_kl(hist: np.ndarray, i: int, levels: int, log_diff: bool) -> float:
     """Direct per-bin evaluation of the TensorRT-style KL for threshold bin ``i``."""
     p = hist[:i].astype(np.float64).copy()
     p[-1] += hist[i:].sum()
-    q = np.zeros(i)
+    inside = hist[:i].astype(np.float64)
     group = (np.arange(i) * levels) // i
-    for g in range(levels):
-        members = (group == g) & (hist[:i] > 0)
-        if members.any():
-            q[members] = hist[:i][group == g].sum() / members.sum()
+    group_mass = np.bincount(group, weights=inside, minlength=levels)
+    group_nonempty = np.bincount(group, weights=(inside > 0).astype(float), minlength=levels)
+    q = np.where(inside > 0, group_mass[group] / np.maximum(group_nonempty[group], 1), 0.0)
     p, q = p / p.sum(), q / q.sum()
     mask = p > 0
     if log_diff:
@@ -243,6 +265,66 @@ def test_kl_unsigned_uses_all_levels_and_rejects_per_channel():
     assert q.calibrator.quantized_levels(q) == 256
     with pytest.raises(ValueError, match='per-tensor'):
         quantizer_with(dict(type='KLCalibrator'), bits=8, per_channel=True)
+
+
+def test_kl_below_the_level_count_by_hand():
+    # hist [3, 1, 0, 2], 4 levels, thresholds from bin 2 (as TensorRT's start_bin < levels):
+    # i=2: P = [3, 1+0+2] / 6, Q = [3, 1] / 4 (every bin its own group) -> 0.5 ln(4/3)
+    # i=3: P = [3, 1, 0+2] / 6 meets Q = 0 in the empty bin 2 -> inf (ratio form)
+    #      log form: 0.5 ln(0.5/0.75) + 1/6 ln((1/6)/0.25) + 1/3 (ln(1/3) - ln(LOG_FLOOR))
+    # i=4: P = Q -> 0
+    hist = torch.tensor([3.0, 1.0, 0.0, 2.0])
+    cand, ratio = kl.kl_per_threshold(hist, 4, log_diff=False, start=2)
+    assert cand.tolist() == [2, 3, 4]
+    assert ratio[0].item() == pytest.approx(0.5 * math.log(4 / 3), rel=1e-12)
+    assert math.isinf(ratio[1].item()) and ratio[2].item() == pytest.approx(0.0, abs=1e-12)
+    _, logd = kl.kl_per_threshold(hist, 4, log_diff=True, start=2)
+    by_hand = (0.5 * math.log(0.5 / 0.75) + math.log((1 / 6) / 0.25) / 6
+               + (math.log(1 / 3) - math.log(kl.LOG_FLOOR)) / 3)
+    assert logd[1].item() == pytest.approx(by_hand, rel=1e-12)
+
+
+def tensorrt_entropy_threshold(hist: np.ndarray, levels: int, start: int = 128) -> int:
+    """TensorRT's entropy search, bin by bin: flattened bin 0, candidates from ``start``,
+    the last of equal minima."""
+    hist = hist.copy()
+    hist[0] = hist[1]
+    divergences = [dense_kl(hist, i, levels, log_diff=False) for i in range(start, len(hist) + 1)]
+    last_best = len(divergences) - 1 - int(np.argmin(divergences[::-1]))
+    return start + last_best
+
+
+def post_relu_with_outliers(seed: int = 3) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    body = torch.relu(torch.randn(60_000, generator=gen))
+    return torch.cat([body, torch.tensor([31.0, 33.0, 35.0])])
+
+
+def test_kl_unsigned_int8_searches_from_bin_128_as_tensorrt():
+    x = post_relu_with_outliers()
+    q = quantizer_with(dict(type='KLCalibrator'), bits=8, unsigned=True)
+    q.observe(x)
+    cal = q.calibrator
+    assert cal.quantized_levels(q) == 256
+    counts = cal.histogram.counts.numpy()
+    expected = tensorrt_entropy_threshold(counts, 256, start=128)
+    assert expected < 256  # a threshold a search starting at 256 bins cannot reach ...
+    assert tensorrt_entropy_threshold(counts, 256, start=256) > 1500  # ... so it keeps outliers
+    assert cal.threshold(q) == pytest.approx(expected * cal.histogram.bin_width, rel=1e-12)
+    assert cal.threshold(q) < 5.0
+
+
+def test_kl_over_two_batches_uses_the_extended_histogram():
+    x = post_relu_with_outliers()
+    q = quantizer_with(dict(type='KLCalibrator', bins=512), bits=8)
+    body, outliers = x[:-3], x[-3:]
+    q.observe(body)
+    width = q.calibrator.histogram.bin_width
+    q.observe(outliers)
+    hist = q.calibrator.histogram
+    assert hist.bin_width == width and hist.num_bins == math.ceil(35.0 / width)
+    expected = tensorrt_entropy_threshold(hist.counts.numpy(), 128, start=128)
+    assert q.calibrator.threshold(q) == pytest.approx(expected * width, rel=1e-12)
 
 
 @pytest.mark.parametrize('cfg, key', [

@@ -173,3 +173,19 @@ def test_data_cache_spills_to_disk_and_keeps_rows_paired(tmp_path):
     assert sorted(seen.tolist()) == sorted([10.0 * i for i in range(24)] + [0.0, 0.0])
     cache.close()
     assert not os.listdir(tmp_path)
+
+
+def test_consolidated_cache_samples_the_same_rows():
+    def filled():
+        cache = UnitDataCache()
+        for i in range(5):
+            rows = torch.arange(3, dtype=torch.float32) + 3 * i
+            cache.add(q_in=(rows[:, None].expand(3, 4).clone(),), fp_out=rows * 10)
+        return cache
+    plain, merged = filled(), filled()
+    merged.consolidate()
+    assert len(next(iter(merged._groups.values())).chunks) == 1
+    for seed in range(5):
+        a = plain.sample(4, torch.Generator().manual_seed(seed))
+        b = merged.sample(4, torch.Generator().manual_seed(seed))
+        assert torch.equal(a['q_in'][0], b['q_in'][0]) and torch.equal(a['fp_out'], b['fp_out'])

@@ -39,6 +39,8 @@ class AdaRoundQuantizer(nn.Module):
             # invert h: sigmoid(V) = (frac - gamma) / (zeta - gamma)
             ratio = (frac - gamma) / (zeta - gamma)
             v_init = torch.log(ratio / (1 - ratio))
+            # the weight and its grid stay fixed during reconstruction: floor(W/s) once
+            self._floor_cache = (self._key(weight), torch.floor(weight / scale))
         self.v = nn.Parameter(v_init.detach().clone())
 
     @property
@@ -79,11 +81,23 @@ class AdaRoundQuantizer(nn.Module):
         """h(V) while soft, the binary decision (V >= 0) once hard."""
         return self.h() if self.soft else (self.v >= 0).to(self.v.dtype)
 
+    def _key(self, weight: torch.Tensor) -> tuple:
+        """Identity and in-place version of the weight and of the base scale."""
+        base_scale = self.base.scale
+        return (id(weight), weight._version, id(base_scale), base_scale._version)
+
+    def _floor(self, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """floor(W / s), cached while the weight and the base scale are unchanged."""
+        key, floor = self._floor_cache
+        if key == self._key(weight) and floor.shape == weight.shape:
+            return floor
+        return torch.floor(weight / scale)
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return weight
         scale, zero_point = self._grid(weight)
-        codes = torch.floor(weight / scale) + self.rounding_offset() + zero_point
+        codes = self._floor(weight, scale) + self.rounding_offset() + zero_point
         codes = torch.clamp(codes, self.base.qmin, self.base.qmax)
         return (codes - zero_point) * scale
 

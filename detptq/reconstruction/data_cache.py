@@ -25,6 +25,11 @@ from torch.utils import _pytree as pytree
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 
 
+def _is_mapped(t: torch.Tensor) -> bool:
+    """True for a tensor read back memory-mapped from a spill file."""
+    return getattr(t, '_detptq_mapped', False)
+
+
 class _Group:
     """Chunks whose fields have the same structure and per-row shapes."""
 
@@ -37,9 +42,34 @@ class _Group:
     def rows(self) -> int:
         return self.offsets[-1]
 
+    def consolidate(self) -> None:
+        """Merge the chunks into one when all are in RAM (sampling then indexes one tensor).
+
+        Leaf by leaf, so the extra memory is one leaf's worth at a time; the
+        rows and their order are unchanged.
+        """
+        if len(self.chunks) < 2 or any(_is_mapped(t) for c in self.chunks
+                                       for ts in c.values() for t in ts):
+            return
+        merged: Dict[str, List[torch.Tensor]] = {}
+        for field in self.specs:
+            merged[field] = []
+            for leaf in range(len(self.chunks[0][field])):
+                merged[field].append(torch.cat([c[field][leaf] for c in self.chunks]))
+                for c in self.chunks:
+                    c[field][leaf] = None  # free each part as soon as it is copied
+        self.chunks = [merged]
+        self.offsets = [0, self.offsets[-1]]
+
     def gather(self, rows: torch.Tensor) -> Dict[str, Any]:
         """Rows (global indices in this group) of every field, re-nested."""
         rows, _ = rows.sort()  # sorted reads are kinder to memory-mapped files
+        if len(self.chunks) == 1:
+            chunk = self.chunks[0]
+            # index_select copies the same rows as t[rows], several times faster on CPU
+            return {field: pytree.tree_unflatten([t.index_select(0, rows) for t in chunk[field]],
+                                                 spec)
+                    for field, spec in self.specs.items()}
         offsets = torch.tensor(self.offsets)
         chunk_ids = torch.bucketize(rows, offsets[1:], right=True)
         out: Dict[str, Any] = {}
@@ -105,7 +135,16 @@ class UnitDataCache:
         torch.save({k: [t.contiguous().cpu() for t in ts] for k, ts in flat.items()}, path)
         self.bytes_on_disk += nbytes
         # scratch file written above by this process: mmap keeps it out of RAM
-        return torch.load(path, mmap=True, weights_only=True)
+        chunk = torch.load(path, mmap=True, weights_only=True)
+        for ts in chunk.values():
+            for t in ts:
+                t._detptq_mapped = True
+        return chunk
+
+    def consolidate(self) -> None:
+        """Merge each group's in-RAM chunks into one tensor per leaf (faster sampling)."""
+        for group in self._groups.values():
+            group.consolidate()
 
     # --------------------------------------------------------------- reading
     def __len__(self) -> int:

@@ -140,6 +140,7 @@ def fill_unit_cache(cache, model_q: nn.Module, model_fp: nn.Module, name: str, u
             if with_fp_input:
                 fields['fp_in'] = fp_in[k]
             cache.add(**fields)
+    cache.consolidate()
 
 
 def to_device(tree: Any, device: Optional[torch.device]) -> Any:

@@ -18,6 +18,7 @@ from detptq.quantization.quantizer import MIN_SCALE, UniformQuantizer
 from detptq.quantization.state import is_active as _is_active
 from .adaround import AdaRoundQuantizer, LinearTempDecay
 from .data_cache import UnitDataCache
+from .drop_masks import DropMasks
 from .lp_loss import LpLoss
 from .partition import quant_layers
 from .recon_config import ReconConfig
@@ -32,18 +33,9 @@ class _UnitSetup:
     act_quantizers: List[Tuple[UniformQuantizer, bool]] = field(default_factory=list)
     grad_flags: List[Tuple[nn.Parameter, bool]] = field(default_factory=list)
     hooks: list = field(default_factory=list)
-    drop: Dict[str, Any] = field(default_factory=dict)
+    drop: DropMasks = field(default_factory=DropMasks)
 
 
-def _drop_hook(state: Dict[str, Any]):
-    """Forward hook on an input quantizer: keep the quantized value with probability p."""
-    def hook(module, args, output):
-        prob = state.get('prob', 1.0)
-        if prob >= 1.0:
-            return None  # exactly BRECQ's forward, and no random numbers drawn
-        keep = torch.rand(output.shape, generator=state['gen'], device='cpu') < prob
-        return torch.where(keep.to(output.device), output, args[0])
-    return hook
 
 
 def setup_unit(unit: nn.Module, cfg: ReconConfig) -> _UnitSetup:
@@ -64,7 +56,7 @@ def setup_unit(unit: nn.Module, cfg: ReconConfig) -> _UnitSetup:
             if cfg.learn_act_scale:
                 setup.act_quantizers.append((aq, aq.learn_scale))
                 aq.set_learn_scale(True)
-            setup.hooks.append(aq.register_forward_hook(_drop_hook(setup.drop)))
+            setup.hooks.append(aq.register_forward_hook(setup.drop.quantizer_hook))
     return setup
 
 
@@ -85,23 +77,26 @@ def finish_unit(setup: _UnitSetup) -> None:
 
 
 # --------------------------------------------------------------- optimisation
-def _unit_inputs(batch: Dict[str, Any], drop_prob: float, gen: torch.Generator) -> Any:
-    """The unit's args: quantized-model input, mixed element-wise with the FP input in QDrop."""
-    q_in = batch['q_in']
-    if drop_prob >= 1.0 or 'fp_in' not in batch:
-        return q_in
+def _unit_inputs(batch: Dict[str, Any], drop: DropMasks) -> Any:
+    """The unit's args: the quantized-model input, in QDrop mixed element-wise with the FP input.
 
-    def mix(q: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        keep = torch.rand(q.shape, generator=gen) < drop_prob
-        return torch.where(keep.to(q.device), q, f)
-    return pytree.tree_map(mix, q_in, batch['fp_in'])
+    Each mixed leaf carries its mask, so the quantizers that consume it give
+    ``where(mask, Q(q_in), fp_in)`` (QDrop's block input).
+    """
+    q_in = batch['q_in']
+    if not drop.active or 'fp_in' not in batch:
+        return q_in
+    return pytree.tree_map(drop.mix, q_in, batch['fp_in'])
 
 
 def unit_forward(unit: nn.Module, setup: _UnitSetup, batch: Dict[str, Any], drop_prob: float,
                  gen: torch.Generator) -> Any:
     """One forward of a set-up unit on a cached batch with the given drop probability."""
-    setup.drop.update(prob=drop_prob, gen=gen)
-    return unit(*_unit_inputs(batch, drop_prob, gen))
+    setup.drop.begin(drop_prob, gen)
+    try:
+        return unit(*_unit_inputs(batch, setup.drop))
+    finally:
+        setup.drop.end()
 
 
 @torch.no_grad()
@@ -154,5 +149,4 @@ def optimise_unit(unit: nn.Module, setup: _UnitSetup, cache: UnitDataCache, loss
             sched.step()
         if bar is not None and (t % cfg.log_interval == 0 or t == cfg.iters - 1):
             bar.set_postfix(iter=t, rec=f'{rec.item():.4g}', total=f'{loss.item():.4g}')
-    setup.drop.update(prob=1.0)
     return rec.item()

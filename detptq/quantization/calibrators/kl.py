@@ -1,10 +1,13 @@
 """KL / entropy calibration, TensorRT style, with the CFWS paper's two switchable improvements.
 
-For each candidate threshold ``i`` bins (``levels .. bins``) of the |x|
-histogram: the reference distribution P is ``hist[:i]`` with all counts beyond
-the threshold added to its last bin; Q merges ``hist[:i]`` into ``levels``
-groups and spreads each group's mass evenly over its non-empty bins.
-The threshold minimising KL(P || Q) wins.
+For each candidate threshold ``i`` bins (``start_bin .. bins``, TensorRT:
+from bin 128 for every bit width, so unsigned int8 with 256 levels may clip
+below 256 bins too) of the |x| histogram: the reference distribution P is
+``hist[:i]`` with all counts beyond the threshold added to its last bin; Q
+merges ``hist[:i]`` into ``levels`` groups and spreads each group's mass
+evenly over its non-empty bins. The threshold minimising KL(P || Q) wins; on
+exact ties the largest one (TensorRT's last argmin). Over several batches
+the histogram keeps its bin width and grows in bins (``AbsHistogram``).
 
 CFWS improvements (docs/METHOD.md §2):
 
@@ -34,28 +37,45 @@ from .histogram import AbsHistogram
 
 #: floor of Q inside the logarithm on the log-difference path
 LOG_FLOOR = 1e-10
+#: first candidate threshold bin (TensorRT's ``start_bin``, for every bit width)
+START_BIN = 128
+#: elements of the (candidates, levels) work arrays evaluated at once
+_CHUNK_ELEMENTS = 2_000_000
 
 
-def kl_per_threshold(hist: torch.Tensor, levels: int,
-                     log_diff: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """KL(P || Q) for every candidate threshold ``i`` in ``levels .. bins`` (bins of ``hist``).
+def kl_per_threshold(hist: torch.Tensor, levels: int, log_diff: bool,
+                     start: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """KL(P || Q) for every candidate threshold ``i`` in ``start .. bins`` (default start: ``levels``).
 
     P: ``hist[:i]`` plus all counts beyond the threshold in bin ``i - 1``.
     Q: bin ``j < i`` joins group ``floor(j * levels / i)``; each group's mass is
     spread evenly over its non-empty bins. Within a group Q is constant, so the
     sum decomposes into cumulative sums of ``h``, ``h log h`` and the
     non-empty-bin count: O(levels) per candidate instead of O(bins).
-    Returns ``(candidates, kl)``; ``kl`` is ``inf`` where the ratio form meets
-    an empty Q bin under a non-empty P bin.
+    A threshold below ``levels`` bins leaves some groups empty (each bin is
+    then its own group). Returns ``(candidates, kl)``; ``kl`` is ``inf`` where
+    the ratio form meets an empty Q bin under a non-empty P bin.
     """
+    bins = hist.numel()
+    start = levels if start is None else start
+    if not 1 <= start <= bins:
+        raise ValueError(f'kl_per_threshold: start={start} must be in 1..{bins} (bins)')
+    cand = torch.arange(start, bins + 1)
+    # bounded memory: (candidates, levels) work arrays, a chunk of candidates at a time
+    per_chunk = max(1, _CHUNK_ELEMENTS // (levels + 1))
+    kl = torch.cat([_kl_for(hist, levels, log_diff, c) for c in cand.split(per_chunk)])
+    return cand, kl
+
+
+def _kl_for(hist: torch.Tensor, levels: int, log_diff: bool,
+            cand: torch.Tensor) -> torch.Tensor:
+    """KL(P || Q) of ``kl_per_threshold`` for the candidate thresholds ``cand``."""
     h = hist.double()
-    bins = h.numel()
     total = h.sum()
     zero = torch.zeros(1, dtype=torch.float64)
     cum = torch.cat([zero, torch.cumsum(h, 0)])  # cum[k] = sum h[:k]
     cum_hlogh = torch.cat([zero, torch.cumsum(torch.xlogy(h, h), 0)])
     cum_nz = torch.cat([zero, torch.cumsum((h > 0).double(), 0)])
-    cand = torch.arange(levels, bins + 1)  # (n,)
     g = torch.arange(levels + 1)
     # Group g covers bins [ceil(g * i / levels), ceil((g + 1) * i / levels)).
     edges = torch.div(g[None] * cand[:, None] + levels - 1, levels,
@@ -75,15 +95,18 @@ def kl_per_threshold(hist: torch.Tensor, levels: int,
         - math.log(float(total)) * (inside - last) / total + torch.xlogy(p_last, p_last)
     # sum_j P_j log Q_j over bins inside the range (their P mass is h_j / total).
     cross = torch.where(has_mass, group_sum * log_q, torch.zeros_like(log_q)).sum(1) / total
-    # The outlier mass sits in bin i-1: its Q is the last group's value if that bin
-    # is non-empty, otherwise zero (ratio form: infinite; log form: floored).
+    # The outlier mass sits in bin i-1: its Q is its group's value if that bin is
+    # non-empty, otherwise zero (ratio form: infinite; log form: floored). Bin i-1
+    # is in group floor((i-1) * levels / i): the last group unless i < levels.
     last_empty = last == 0
-    log_q_last = torch.where(last_empty, torch.full_like(last, math.log(LOG_FLOOR)), log_q[:, -1])
+    last_group = torch.div((cand - 1) * levels, cand, rounding_mode='floor')
+    log_q_of_last = log_q.gather(1, last_group[:, None])[:, 0]
+    log_q_last = torch.where(last_empty, torch.full_like(last, math.log(LOG_FLOOR)), log_q_of_last)
     cross = cross + outliers / total * log_q_last
     kl = neg_entropy - cross
     if not log_diff:
         kl = torch.where(last_empty & (outliers > 0), torch.full_like(kl, math.inf), kl)
-    return cand, kl
+    return kl
 
 
 @CALIBRATORS.register_module()
@@ -101,6 +124,7 @@ class KLCalibrator(BaseCalibrator):
             search, as NVIDIA's reference entropy calibrator does: exact zeros
             (ReLU outputs, padding) form a spike that Q spreads over a whole
             group, and that artefact alone would pull the threshold down.
+        start_bin: first candidate threshold, in bins (TensorRT: 128).
     """
 
     supports_per_channel = False
@@ -111,7 +135,8 @@ class KLCalibrator(BaseCalibrator):
                  log_diff: bool = False,
                  relu_fusion: bool = False,
                  followed_by_relu: bool = False,
-                 flatten_zero_bin: bool = True):
+                 flatten_zero_bin: bool = True,
+                 start_bin: int = START_BIN):
         for key, value in (('log_diff', log_diff), ('relu_fusion', relu_fusion),
                            ('followed_by_relu', followed_by_relu), ('flatten_zero_bin',
                                                                     flatten_zero_bin)):
@@ -122,6 +147,10 @@ class KLCalibrator(BaseCalibrator):
                                                or not 2 <= num_quantized_bins <= bins):
             raise ValueError(f'{type(self).__name__}: num_quantized_bins={num_quantized_bins!r} '
                              f'is invalid; expected an int in 2..bins ({bins})')
+        if isinstance(start_bin, bool) or not isinstance(start_bin, int) or start_bin < 1:
+            raise ValueError(f'{type(self).__name__}: start_bin={start_bin!r} is invalid; '
+                             'expected an int >= 1')
+        self.start_bin = start_bin
         self.bins = bins
         self.num_quantized_bins = num_quantized_bins
         self.log_diff = log_diff
@@ -165,17 +194,19 @@ class KLCalibrator(BaseCalibrator):
         hist = self.histogram.counts.clone()
         if self.flatten_zero_bin:
             hist[0] = hist[1]
-        return kl_per_threshold(hist, levels, self.log_diff)
+        return kl_per_threshold(hist, levels, self.log_diff,
+                                start=min(self.start_bin, hist.numel()))
 
     def threshold(self, quantizer) -> float:
         """The |x| clipping threshold minimising KL."""
         if self.histogram.is_empty:
             return 0.0
         levels = self.quantized_levels(quantizer)
-        if levels > self.bins:  # e.g. pass-through bit widths: no clipping
+        if levels > self.histogram.num_bins:  # e.g. pass-through bit widths: no clipping
             return self.histogram.upper
         candidates, kls = self.kl_per_candidate(levels)
-        return float(candidates[int(torch.argmin(kls))]) * self.histogram.bin_width
+        last_best = len(kls) - 1 - int(torch.argmin(kls.flip(0)))  # ties: the widest
+        return float(candidates[last_best]) * self.histogram.bin_width
 
     def compute(self, quantizer) -> Tuple[torch.Tensor, torch.Tensor]:
         self._check_has_data()
@@ -197,10 +228,12 @@ class ImprovedKLCalibrator(KLCalibrator):
                  log_diff: bool = True,
                  relu_fusion: bool = True,
                  followed_by_relu: bool = False,
-                 flatten_zero_bin: bool = True):
+                 flatten_zero_bin: bool = True,
+                 start_bin: int = START_BIN):
         super().__init__(bins=bins,
                          num_quantized_bins=num_quantized_bins,
                          log_diff=log_diff,
                          relu_fusion=relu_fusion,
                          followed_by_relu=followed_by_relu,
-                         flatten_zero_bin=flatten_zero_bin)
+                         flatten_zero_bin=flatten_zero_bin,
+                         start_bin=start_bin)
