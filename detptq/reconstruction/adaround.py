@@ -12,11 +12,21 @@ V starts where h(V) equals the fractional part of W/s, so the soft weight
 equals the FP weight (inside the clipping range). ``rounding_loss(beta)`` is
 the regulariser ``sum(1 - |2h(V) - 1|^beta)`` (the driver multiplies lambda);
 ``LinearTempDecay`` gives beta. ``hard()`` switches to ``floor(W/s) + (V >= 0)``.
+
+CFWS (a base with an active kernel split, METHOD.md section 3): the coarse
+centre C stays as calibrated and AdaRound learns the fine-grid rounding of the
+surrounding taps; the centre's fine residual keeps nearest rounding, because
+a learnt centre code could move the re-derived coarse code and the written
+weight would no longer reproduce itself. Once hard, ``forward`` returns the
+weight to write back: on-grid surrounding taps and the original centre, which
+the base CFWS quantizer maps to exactly the hardened quantized kernel.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from detptq.quantization.cfws import centre_mask, is_splittable
 
 ZETA = 1.1
 GAMMA = -0.1
@@ -33,14 +43,23 @@ class AdaRoundQuantizer(nn.Module):
         self.zeta = zeta
         self.gamma = gamma
         self.soft = True
+        self._coarse = self._centre = self._centre_offset = None
         with torch.no_grad():
             scale, _ = self._grid(weight)
+            if getattr(base, 'split', False) and is_splittable(weight):
+                self._coarse = base.coarse_part(weight, base.coarse_scale).detach()
+                self._centre = centre_mask(weight).bool()
+                fine = (weight - self._coarse) / scale
+                self._centre_offset = torch.round(fine) - torch.floor(fine)
+                weight = weight - self._coarse
             frac = weight / scale - torch.floor(weight / scale)
             # invert h: sigmoid(V) = (frac - gamma) / (zeta - gamma)
             ratio = (frac - gamma) / (zeta - gamma)
             v_init = torch.log(ratio / (1 - ratio))
             # the weight and its grid stay fixed during reconstruction: floor(W/s) once
-            self._floor_cache = (self._key(weight), torch.floor(weight / scale))
+            # (not for CFWS: its fine residual is a new tensor on every forward)
+            key = None if self._coarse is not None else self._key(weight)
+            self._floor_cache = (key, torch.floor(weight / scale))
         self.v = nn.Parameter(v_init.detach().clone())
 
     @property
@@ -78,8 +97,11 @@ class AdaRoundQuantizer(nn.Module):
         return self
 
     def rounding_offset(self) -> torch.Tensor:
-        """h(V) while soft, the binary decision (V >= 0) once hard."""
-        return self.h() if self.soft else (self.v >= 0).to(self.v.dtype)
+        """h(V) while soft, the binary decision (V >= 0) once hard (CFWS centre: nearest)."""
+        offset = self.h() if self.soft else (self.v >= 0).to(self.v.dtype)
+        if self._centre is not None:
+            offset = torch.where(self._centre, self._centre_offset, offset)
+        return offset
 
     def _key(self, weight: torch.Tensor) -> tuple:
         """Identity and in-place version of the weight and of the base scale."""
@@ -97,13 +119,22 @@ class AdaRoundQuantizer(nn.Module):
         if not self.active:
             return weight
         scale, zero_point = self._grid(weight)
-        codes = self._floor(weight, scale) + self.rounding_offset() + zero_point
+        fine_in = weight if self._coarse is None else weight - self._coarse
+        codes = self._floor(fine_in, scale) + self.rounding_offset() + zero_point
         codes = torch.clamp(codes, self.base.qmin, self.base.qmax)
-        return (codes - zero_point) * scale
+        out = (codes - zero_point) * scale
+        if self._coarse is None:
+            return out
+        if self.soft:
+            return out + self._coarse
+        return torch.where(self._centre, weight, out)  # see the module docstring (CFWS)
 
     def rounding_loss(self, beta: float) -> torch.Tensor:
-        """sum(1 - |2h(V) - 1|^beta): pushes every h(V) towards 0 or 1."""
-        return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
+        """sum(1 - |2h(V) - 1|^beta): pushes every h(V) towards 0 or 1 (learnt taps only)."""
+        loss = 1 - (2 * self.h() - 1).abs().pow(beta)
+        if self._centre is not None:
+            loss = loss.masked_fill(self._centre, 0.0)
+        return loss.sum()
 
     def extra_repr(self) -> str:
         return f'soft={self.soft}, zeta={self.zeta}, gamma={self.gamma}'

@@ -47,6 +47,7 @@ from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.quant_modules import iter_quantizers
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
 from .data_cache import UnitDataCache
+from .loss_history import LossRecorder
 from .lp_loss import LpLoss
 from .recon_config import ReconConfig
 from .unit_io import fill_unit_cache, trace_execution
@@ -88,6 +89,8 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
     start = time.time()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + position)
     loss_fn = LpLoss(p, l2_units=cfg.l2_units)
+    if cfg.loss_curve_every:
+        loss_fn = LossRecorder(loss_fn, cfg.loss_curve_every, cfg.iters)
     device = next(unit.parameters()).device
     with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir) as cache:
         fill_unit_cache(cache, model_q, model_fp, name, unit, calib_data, forward_fn, n_calls,
@@ -100,10 +103,13 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
             finish_unit(setup)
         after = evaluate_unit(unit, cache, loss_fn, cfg, device)
         rows, spilled = len(cache), cache.bytes_on_disk
-    return dict(unit=name, position=position, p=float(p), loss_before=before, loss_after=after,
-                last_train_loss=last, rows=rows, spilled_bytes=spilled,
-                rounders=len(setup.rounders), act_steps=len(setup.act_quantizers),
-                seconds=time.time() - start)
+    stats = dict(unit=name, position=position, p=float(p), loss_before=before, loss_after=after,
+                 last_train_loss=last, rows=rows, spilled_bytes=spilled,
+                 rounders=len(setup.rounders), act_steps=len(setup.act_quantizers),
+                 seconds=time.time() - start)
+    if isinstance(loss_fn, LossRecorder):
+        stats['loss_curve'] = loss_fn.history
+    return stats
 
 
 def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,

@@ -12,6 +12,13 @@ p in ``PSearchConfig.p_values`` ({1, 1.5, ..., 4.5}): the Lp-optimal scale
 s_p (the calibrators' ``LpSearchCalibrator``: weights from the weight,
 activations from the layer's FP inputs over ``batches``), then the ODOL of
 the detector with only that quantizer on at s_p. p* = argmin ODOL.
+CFWS weight quantizers search the scale of the fine residual (the coarse
+centre stays as calibrated).
+
+Ablation switches (``PSearchConfig``, docs/detptq_study.md): ``fixed_p``
+(no ODOL, one p for all), ``context='cumulative'`` (score each quantizer with
+the earlier ones already quantized; no prefix-replay shortcut across
+quantizers, so slower), ``cls_weight`` / ``box_weight`` (ODOL terms).
 
 Speed: FP dense outputs are computed once per batch; the module calls that
 finish before the layer are replayed from a recording (``utils.forward_replay``),
@@ -36,7 +43,9 @@ from tqdm import tqdm
 from detptq.models.dense_outputs import default_dense_fn
 from detptq.quantization.calibrators.base import squeeze_per_tensor
 from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
+from detptq.quantization.cfws import is_splittable
 from detptq.quantization.functional import fake_quantize, range_to_qparams
+from detptq.quantization.quant_modules import iter_quantizers
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
@@ -45,6 +54,7 @@ from .partition import quant_layers, unit_layer_names
 
 P_CANDIDATES = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5)
 KINDS = ('weight', 'act')
+CONTEXTS = ('alone', 'cumulative')
 DenseFn = Callable[[nn.Module, Any], Tuple[torch.Tensor, torch.Tensor]]
 Target = Tuple[str, nn.Module, str, UniformQuantizer]  # (layer name, layer, kind, quantizer)
 QParams = Tuple[torch.Tensor, torch.Tensor]  # (scale, zero_point)
@@ -62,6 +72,24 @@ class PSearchConfig:
     cls_weight: float = 1.0
     box_weight: float = 1.0
     progress: bool = True
+    # ablations (docs/detptq_study.md); the defaults are the method as described
+    fixed_p: Optional[float] = None  # no ODOL: every quantizer gets p = fixed_p and s_p
+    context: str = 'alone'  # 'alone': only the searched quantizer on; 'cumulative': the
+    #                         quantizers before it (execution order) on at their chosen s_p*
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f'PSearchConfig: context={self.context!r}, expected one of {CONTEXTS}')
+        if self.fixed_p is not None and not float(self.fixed_p) > 0:
+            raise ValueError(f'PSearchConfig: fixed_p={self.fixed_p!r} must be a positive number')
+        if self.cls_weight < 0 or self.box_weight < 0 or self.cls_weight + self.box_weight == 0:
+            raise ValueError(f'PSearchConfig: cls_weight={self.cls_weight}, box_weight='
+                             f'{self.box_weight}; need >= 0 and not both 0')
+
+    @property
+    def searched_p(self) -> Tuple[float, ...]:
+        """The p values whose Lp-optimal scales are computed."""
+        return (float(self.fixed_p),) if self.fixed_p is not None else tuple(self.p_values)
 
 
 def _as_inputs(model: nn.Module, batch: Any) -> Any:
@@ -95,9 +123,9 @@ def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence
     """{(layer, kind): [(scale, zero_point) per p]} from weights and FP layer inputs."""
     cals = {(n, k): _calibrator(q, cfg) for n, _, k, q in targets}
     handles = []
-    for name, layer, kind, _ in targets:
+    for name, layer, kind, q in targets:
         if kind == 'weight':
-            cals[(name, kind)].observe(layer.weight)
+            cals[(name, kind)].observe(_weight_to_search(layer.weight, q))
         else:
             handles.append(layer.register_forward_pre_hook(
                 lambda m, args, cal=cals[(name, kind)]: cal.observe(args[0])))
@@ -112,8 +140,15 @@ def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence
     for name, _, kind, q in targets:
         cal = cals[(name, kind)]
         if cal.has_data:  # a layer that never ran keeps its calibrated scale
-            params[(name, kind)] = lp_params_per_p(cal, q, cfg.p_values)
+            params[(name, kind)] = lp_params_per_p(cal, q, cfg.searched_p)
     return params
+
+
+def _weight_to_search(weight: torch.Tensor, q: UniformQuantizer) -> torch.Tensor:
+    """What a weight quantizer's scale applies to: the fine residual for a CFWS split kernel."""
+    if getattr(q, 'split', False) and hasattr(q, 'coarse_part') and is_splittable(weight):
+        return weight - q.coarse_part(weight, q.coarse_scale)
+    return weight
 
 
 def _abs_powers(err: torch.Tensor, p_values: Sequence[float]) -> List[torch.Tensor]:
@@ -203,16 +238,41 @@ def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn
             for c, b in zip(cls_prob.chunk(k), ltrb.chunk(k))]
 
 
+def _score_target(model: nn.Module, replay: PrefixReplay, target: Target, params: List[QParams],
+                  inputs: Any, dense_fn: DenseFn, fp_dense, odol: ODOL,
+                  batch_candidates: bool) -> Tuple[torch.Tensor, int]:
+    """(summed ODOL over the batch's images per entry of ``params``, distinct grids run)."""
+    name, layer, _, q = target
+    # several p often pick the same clip ratio: evaluate each grid once
+    cands, slot = _unique_params(params)
+    groups = [cands] if batch_candidates else [[c] for c in cands]
+    per_image: List[torch.Tensor] = []
+    for group in groups:
+        per_image += _candidate_odol(model, replay, name, layer, q, group, inputs, dense_fn,
+                                     fp_dense, odol)
+    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64).cpu()
+    return totals[slot], len(cands)
+
+
+def _best_index(mean: Sequence[float], p_values: Sequence[float]) -> int:
+    """argmin of the mean ODOL; exact ties (e.g. an output-independent layer) go to p nearest 2."""
+    return min(range(len(mean)), key=lambda i: (mean[i], abs(p_values[i] - 2.0)))
+
+
 @torch.no_grad()
 def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = default_dense_fn,
              cfg: Optional[PSearchConfig] = None, report: Optional[Dict[str, Any]] = None
              ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """{layer: {'weight'|'act': {'p', 'scale', 'zero_point', 'odol': {p: value}}}}; model unchanged.
 
+    ``cfg.fixed_p`` skips the ODOL runs (``odol`` is then empty); with
+    ``cfg.context='cumulative'`` each quantizer is scored with all quantizers
+    before it (execution order) already on at their chosen scale.
     ``report`` (a dict), if given, receives timing and counts.
     """
     cfg = cfg or PSearchConfig()
     start = time.time()
+    p_values = cfg.searched_p
     was_training = model_q.training
     model_q.eval()
     batches = [_as_inputs(model_q, b) for b in batches]
@@ -223,53 +283,79 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
     state.enter_context(disabled(model_q))
     state.enter_context(saved_qparams(model_q))
     odol = ODOL(cfg.cls_weight, cfg.box_weight)
+    sums: Dict[Tuple[str, str], torch.Tensor] = {}
+    images = evaluated = 0
     try:
         params = lp_optimal_params(model_q, targets, batches, dense_fn, cfg)
         t_lp = time.time() - start
         targets = [t for t in targets if (t[0], t[2]) in params]
-        tree = CallTree(model_q, lambda: dense_fn(model_q, batches[0]))
-        replay = PrefixReplay(model_q, tree, sorted({t[0] for t in targets}))
-        sums = {(n, k): torch.zeros(len(cfg.p_values), dtype=torch.float64) for n, _, k, _ in targets}
-        images = evaluated = 0
-        bar = tqdm(total=len(batches) * len(targets), desc='DetPTQ p search',
-                   disable=not cfg.progress)
-        for inputs in batches:
-            fp_dense = replay.record(lambda: dense_fn(model_q, inputs))
-            images += fp_dense[0].shape[0]
-            for name, layer, kind, q in targets:
-                # several p often pick the same clip ratio: evaluate each grid once
-                cands, slot = _unique_params(params[(name, kind)])
-                groups = [cands] if cfg.batch_candidates else [[c] for c in cands]
-                per_image = []
-                for group in groups:
-                    per_image += _candidate_odol(model_q, replay, name, layer, q, group,
-                                                 inputs, dense_fn, fp_dense, odol)
-                totals = torch.stack([v.sum() for v in per_image]).cpu()
-                sums[(name, kind)] += totals[slot]
-                evaluated += len(cands)
-                bar.update()
-        bar.close()
+        if cfg.fixed_p is None and targets:
+            tree = CallTree(model_q, lambda: dense_fn(model_q, batches[0]))
+            replay = PrefixReplay(model_q, tree, sorted({t[0] for t in targets}))
+            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64)
+                    for n, _, k, _ in targets}
+            bar = tqdm(total=len(batches) * len(targets), desc='DetPTQ p search',
+                       disable=not cfg.progress)
+            if cfg.context == 'alone':
+                for inputs in batches:
+                    fp_dense = replay.record(lambda: dense_fn(model_q, inputs))
+                    images += fp_dense[0].shape[0]
+                    for target in targets:
+                        totals, runs = _score_target(model_q, replay, target,
+                                                     params[(target[0], target[2])], inputs,
+                                                     dense_fn, fp_dense, odol,
+                                                     cfg.batch_candidates)
+                        sums[(target[0], target[2])] += totals
+                        evaluated += runs
+                        bar.update()
+            else:
+                fp_all = [dense_fn(model_q, inputs) for inputs in batches]
+                images = sum(d[0].shape[0] for d in fp_all)
+                # execution order, a layer's weight before its input quantizer
+                rank = {cid[0]: c.start for cid, c in tree.calls.items() if cid[1] == 0}
+                targets.sort(key=lambda t: (rank.get(t[0], float('inf')), KINDS.index(t[2])))
+                for target in targets:
+                    key = (target[0], target[2])
+                    for inputs, fp_dense in zip(batches, fp_all):
+                        # the prefix now includes the earlier quantizers: record it again
+                        replay.record(lambda: dense_fn(model_q, inputs))
+                        totals, runs = _score_target(model_q, replay, target, params[key],
+                                                     inputs, dense_fn, fp_dense, odol,
+                                                     cfg.batch_candidates)
+                        sums[key] += totals
+                        evaluated += runs
+                        bar.update()
+                    best = _best_index((sums[key] / max(images, 1)).tolist(), p_values)
+                    target[3].set_params(*params[key][best])
+                    target[3].enabled = True
+            bar.close()
     finally:
         state.close()
         model_q.train(was_training)
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for name, _, kind, _ in targets:
-        mean = (sums[(name, kind)] / max(images, 1)).tolist()
-        # exact ties (e.g. a layer the outputs do not depend on): prefer p closest to 2 (MSE)
-        best = min(range(len(mean)), key=lambda i: (mean[i], abs(cfg.p_values[i] - 2.0)))
+        if (name, kind) in sums:
+            mean = (sums[(name, kind)] / max(images, 1)).tolist()
+            best = _best_index(mean, p_values)
+            odol_by_p = {str(float(p)): v for p, v in zip(p_values, mean)}
+        else:  # fixed p: nothing to compare
+            best, odol_by_p = 0, {}
         scale, zp = params[(name, kind)][best]
         results.setdefault(name, {})[kind] = dict(
-            p=float(cfg.p_values[best]), scale=scale.tolist(), zero_point=zp.tolist(),
-            odol={str(float(p)): v for p, v in zip(cfg.p_values, mean)})
+            p=float(p_values[best]), scale=scale.tolist(), zero_point=zp.tolist(),
+            odol=odol_by_p)
     total = time.time() - start
     if report is not None:
         report.update(seconds=total, lp_search_seconds=t_lp, quantizers=len(targets),
-                      images=images, p_values=[float(p) for p in cfg.p_values],
+                      images=images, p_values=[float(p) for p in p_values],
                       evaluated_candidates=evaluated,
-                      batch_candidates=cfg.batch_candidates)
-    print_log(f'DetPTQ p search: {len(targets)} quantizers x {len(cfg.p_values)} p '
-              f'({evaluated} candidate runs over all batches, equal grids shared) on {images} '
-              f'images in {total:.1f}s (Lp scale search {t_lp:.1f}s)', logger='current')
+                      batch_candidates=cfg.batch_candidates, context=cfg.context,
+                      fixed_p=cfg.fixed_p, cls_weight=cfg.cls_weight,
+                      box_weight=cfg.box_weight)
+    print_log(f'DetPTQ p search ({cfg.context}, fixed_p={cfg.fixed_p}): {len(targets)} '
+              f'quantizers x {len(p_values)} p ({evaluated} candidate runs over all batches, '
+              f'equal grids shared) on {images} images in {total:.1f}s '
+              f'(Lp scale search {t_lp:.1f}s)', logger='current')
     return results
 
 

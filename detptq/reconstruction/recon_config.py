@@ -31,6 +31,8 @@ class ReconConfig:
     cache_dir: Optional[str] = None  # where spilled cache files go (default: system temp)
     progress: bool = True
     log_interval: int = 100        # iterations between progress-bar loss updates
+    loss_curve_every: int = 0      # > 0: record the training loss every N iterations
+    #                                (stats 'loss_curve', work_dir/loss_curves.json)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -48,6 +50,7 @@ class ReconConfig:
     def fingerprint(self, unit_name: str, index: int, p: float) -> str:
         """Hash of everything that changes a unit's result (for safe resuming)."""
         keys = {k: v for k, v in asdict(self).items()
-                if k not in ('progress', 'log_interval', 'cache_max_bytes', 'cache_dir')}
+                if k not in ('progress', 'log_interval', 'cache_max_bytes', 'cache_dir',
+                             'loss_curve_every')}
         text = json.dumps(dict(cfg=keys, unit=unit_name, index=index, p=p), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()

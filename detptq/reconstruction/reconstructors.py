@@ -14,6 +14,7 @@ partition options goes to ``ReconConfig``.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -32,6 +33,9 @@ from .unit_io import trace_execution
 
 P_SEARCH_JSON = 'p_search.json'
 P_SEARCH_PNG = 'p_search.png'
+LOSS_CURVES_JSON = 'loss_curves.json'
+P_RULES = ('last', 'mean')
+P_USES = ('scale+loss', 'scale', 'loss')
 
 
 def batch_size_of(batch: Any) -> int:
@@ -89,8 +93,22 @@ class BlockReconstructor:
         print_log(f'{type(self).__name__}: {len(units)} units, mode={self.cfg.mode}, '
                   f'iters={self.cfg.iters}, batch={self.cfg.batch_size}', logger='current')
         p_map = self.p_map(model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume)
-        return reconstruct(model_fp, model_q, units, calib_data, self.cfg, forward_fn=forward_fn,
-                           p_map=p_map, work_dir=work_dir, resume=resume)
+        stats = reconstruct(model_fp, model_q, units, calib_data, self.cfg, forward_fn=forward_fn,
+                            p_map=p_map, work_dir=work_dir, resume=resume)
+        if work_dir and self.cfg.loss_curve_every:
+            save_loss_curves(stats, os.path.join(work_dir, LOSS_CURVES_JSON))
+        return stats
+
+
+def save_loss_curves(stats: Sequence[Dict[str, Any]], path: str) -> None:
+    """Write ``{'units': [{unit, position, p, curve: [[iteration, loss], ...]}, ...]}``."""
+    units = [dict(unit=st['unit'], position=st['position'], p=st.get('p'),
+                  curve=[list(pt) for pt in st['loss_curve']])
+             for st in stats if st.get('loss_curve')]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(dict(units=units), f)
+    os.replace(path + '.tmp', path)
 
 
 @RECONSTRUCTORS.register_module()
@@ -119,18 +137,27 @@ class DetPTQReconstructor(BlockReconstructor):
     images the search uses (whole batches from the start until at least this
     many; None: all). Each image costs ~8 x (number of quantizers) partial
     forwards, hence the small default. ``p_rule``: how a unit gets its p
-    from its layers ('last' or 'mean', see ``unit_p_map``).
+    from its layers ('last' or 'mean', see ``unit_p_map``). ``p_use``: what
+    the searched p* drive: 'scale+loss' (the method: s_p* as each quantizer's
+    scale and p* as each unit's loss exponent), 'scale' (s_p* only, loss at
+    ``p``) or 'loss' (p* only, scales as calibrated). Ablations of the search
+    itself (fixed p, cumulative context, ODOL weights) are ``p_search`` keys.
     Results go to ``work_dir/p_search.json`` and ``.png``; with ``resume`` an
     existing JSON is reused instead of searching again.
     """
 
     def __init__(self, mode: str = 'qdrop', p_search: Optional[Dict[str, Any]] = None,
                  p_search_images: Optional[int] = 16, p_rule: str = 'last',
-                 **kwargs: Any) -> None:
+                 p_use: str = 'scale+loss', **kwargs: Any) -> None:
         super().__init__(mode=mode, **kwargs)
         self.p_cfg = PSearchConfig(**(p_search or {}))
         self.p_search_images = p_search_images
+        if p_rule not in P_RULES:
+            raise ValueError(f'DetPTQReconstructor: p_rule={p_rule!r}, expected one of {P_RULES}')
+        if p_use not in P_USES:
+            raise ValueError(f'DetPTQReconstructor: p_use={p_use!r}, expected one of {P_USES}')
         self.p_rule = p_rule
+        self.p_use = p_use
         self.results: Optional[Dict[str, Any]] = None
 
     def p_map(self, model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume):
@@ -146,7 +173,10 @@ class DetPTQReconstructor(BlockReconstructor):
             if json_path:
                 save_p_search(self.results, json_path,
                               os.path.join(work_dir, P_SEARCH_PNG), meta=report)
-        apply_p_search(model_q, self.results)
+        if self.p_use != 'loss':
+            apply_p_search(model_q, self.results)
+        if self.p_use == 'scale':
+            return None
         from detptq.quantization.calibrate import default_calib_forward
         _, _, layer_order = trace_execution(model_q, units, calib_data[0],
                                             forward_fn or default_calib_forward)

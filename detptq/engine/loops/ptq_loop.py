@@ -8,6 +8,7 @@ Interrupted runs resume: FP metrics are cached per checkpoint and data
 """
 from __future__ import annotations
 
+import copy
 import json
 import os.path as osp
 import resource
@@ -40,6 +41,11 @@ class PTQLoop(BaseLoop):
         quant_cfg: how to quantize (see ``detptq.quantization.qconfig``).
         recon_cfg: optional reconstruction method (``RECONSTRUCTORS``).
         num_calib_images: how many calibration images to use.
+        calib_seed: None keeps the loader's order (the first images);
+            an int draws the images from a permutation of the calibration
+            set seeded with it (mmengine ``DefaultSampler``), so seeds give
+            different, reproducible subsets. Default: the config's top-level
+            ``calib_seed`` key (``--cfg-options calib_seed=1``).
         eval_fp: evaluate the FP model too (kept across resumed runs).
         method, model_name: names written to result.json.
     """
@@ -48,7 +54,8 @@ class PTQLoop(BaseLoop):
                  calib_dataloader: dict, quant_cfg: dict,
                  recon_cfg: Optional[dict] = None, num_calib_images: int = 256,
                  eval_fp: bool = True, method: str = 'ptq',
-                 model_name: Optional[str] = None) -> None:
+                 model_name: Optional[str] = None,
+                 calib_seed: Optional[int] = None) -> None:
         super().__init__(runner, dataloader)
         self.evaluator = runner.build_evaluator(evaluator) \
             if isinstance(evaluator, (dict, list)) else evaluator
@@ -63,19 +70,29 @@ class PTQLoop(BaseLoop):
             raise ValueError(f'PTQLoop: num_calib_images={num_calib_images!r}; '
                              'expected a positive int')
         self.num_calib_images = num_calib_images
+        if calib_seed is None:
+            calib_seed = runner.cfg.get('calib_seed')
+        if calib_seed is not None and (isinstance(calib_seed, bool) or
+                                       not isinstance(calib_seed, int) or calib_seed < 0):
+            raise ValueError(f'PTQLoop: calib_seed={calib_seed!r}; expected None or an int >= 0')
+        self.calib_seed = calib_seed
         self.eval_fp = eval_fp
         self.method = method
         self.model_name = model_name or runner.experiment_name.split('_2')[0]
 
     # -- steps ------------------------------------------------------------
     def _calib_batches(self) -> List[Any]:
-        loader = self.runner.build_dataloader(self.calib_dataloader_cfg)
+        loader_cfg = copy.deepcopy(self.calib_dataloader_cfg)
+        if self.calib_seed is not None:
+            loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True,
+                                         seed=self.calib_seed)
+        loader = self.runner.build_dataloader(loader_cfg)
         batch_size = loader.batch_size or 1
         num_batches = max(1, -(-self.num_calib_images // batch_size))
         batches = list(islice(iter(loader), num_batches))
         images = sum(len(b['inputs']) for b in batches)
-        print_log(f'PTQ: {images} calibration images in {len(batches)} batches',
-                  logger='current')
+        print_log(f'PTQ: {images} calibration images in {len(batches)} batches '
+                  f'(calib_seed={self.calib_seed})', logger='current')
         return batches
 
     def _fp_metrics(self, model: torch.nn.Module) -> Dict[str, float]:
@@ -129,7 +146,10 @@ class PTQLoop(BaseLoop):
             w_bits=cfg.get('w_bits'), a_bits=cfg.get('a_bits'),
             fp_metrics=fp, quant_metrics=q,
             drop=(fp['mAP'] - q['mAP']) if 'mAP' in fp and 'mAP' in q else None,
-            calib_images=images, wall_time_s=round(seconds, 1),
+            calib_images=images, calib_seed=self.calib_seed,
+            calib_img_ids=[s.img_id for b in calib if isinstance(b, dict)
+                           for s in b.get('data_samples', []) if hasattr(s, 'img_id')],
+            wall_time_s=round(seconds, 1),
             peak_memory_mb=round(resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             config=self.runner.cfg.filename, checkpoint=self.runner.cfg.get('load_from'),

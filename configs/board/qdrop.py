@@ -1,0 +1,4 @@
+# Board: qdrop with the board reconstruction schedule (see ./protocol.py).
+_base_ = ['./protocol.py', '../_base_/ptq/qdrop.py']
+num_calib_images = _base_.board_num_calib_images
+recon_cfg = _base_.board_recon

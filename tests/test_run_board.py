@@ -1,0 +1,89 @@
+"""tools/run_board.py: the board/ablation matrices, their configs, skip-by-fingerprint and commit."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def board():
+    spec = importlib.util.spec_from_file_location('run_board', ROOT / 'tools/run_board.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules['run_board'] = module  # its dataclass looks its module up while being built
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop('run_board', None)
+
+
+def test_board_matrix_seeds_bits_and_one_schedule(board):
+    specs = board.build_matrix('board', 'val', None, {})
+    assert len(specs) == 9 * 3 + 9 * 3 + 9 and len({s.name for s in specs}) == len(specs)
+    w8 = [s for s in specs if s.bits == (8, 8)]
+    assert {s.seed for s in w8} == {0} and {s.seed for s in specs if s.bits == (4, 4)} == {0, 1, 2}
+    schedules = set()
+    for s in specs:
+        cfg = board._load_config(s.config)
+        cfg.merge_from_dict(s.cfg_options)
+        assert cfg.num_calib_images == 128 and cfg.calib_seed == s.seed
+        assert (cfg.quant_cfg.w_bits, cfg.quant_cfg.a_bits) == s.bits
+        if cfg.get('recon_cfg'):
+            rc = cfg.recon_cfg
+            assert rc.seed == s.seed and rc.iters >= 1000
+            schedules.add((rc.iters, rc.batch_size, rc.lr_round, rc.lr_act))
+        else:
+            assert s.name.split('_')[3] in ('minmax', 'mse', 'kl', 'cfws')
+    assert len(schedules) == 1  # one schedule and learning rate for every method
+    assert board._load_config('configs/board/detptq_cfws.py').quant_cfg.cfws == 'reparam'
+    # seed 0 and seed 1 of a method are different specs; the same spec hashes the same
+    again = board.build_matrix('board', 'val', None, {})
+    assert [s.fingerprint for s in again] == [s.fingerprint for s in specs]
+    assert specs[0].fingerprint != specs[1].fingerprint
+
+
+def test_tune_split_and_ablation_variants_change_one_option_each(board):
+    specs = board.build_matrix('ablation', 'tune', None, {})
+    assert len(specs) == 2 * len(board.ABLATION)
+    for s in specs:
+        assert s.cfg_options['test_dataloader.dataset.ann_file'] == \
+            'annotations/instances_tune.json'
+        assert s.cfg_options['test_evaluator.ann_file'].endswith(
+            'annotations/instances_tune.json')
+        base = {k for k in s.cfg_options if not k.startswith('recon_cfg.p') and
+                k not in ('recon_cfg.mode',)}
+        extra = set(s.cfg_options) - base
+        assert len(extra) == (0 if s.variant == 'detptq' else 1), s.name
+    assert 'test_dataloader.dataset.ann_file' not in \
+        board.build_matrix('board', 'val', [0], {})[0].cfg_options
+
+
+def test_finished_runs_are_skipped_and_committed(board, tmp_path):
+    spec = board.build_matrix('board', 'val', [0], {})[0]
+    work, committed = tmp_path / 'work' / spec.name, tmp_path / 'results' / 'runs' / spec.name
+    work.mkdir(parents=True)
+    (work / 'result.json').write_text(json.dumps(dict(
+        model='yolov6n_demo', method='minmax', w_bits=4, a_bits=8,
+        fp_metrics=dict(mAP=0.6), quant_metrics=dict(mAP=0.5))))
+    (work / 'run_spec.json').write_text(json.dumps(dict(fingerprint='other')))
+    assert not board.finished_in(str(work), spec)  # made for another spec
+    (work / 'run_spec.json').write_text(json.dumps(dict(fingerprint=spec.fingerprint)))
+    assert board.finished_in(str(work), spec)
+    (work / 'recon').mkdir()
+    (work / 'recon' / 'loss_curves.json').write_text(json.dumps(dict(units=[dict(
+        unit='backbone.stem', position=0, p=2.0, curve=[[0, 1.0], [25, 0.5], [49, 0.4]])])))
+    board.commit_run(str(work), str(committed), git_add=False)
+    assert board.finished_in(str(committed), spec)
+    assert (committed / 'loss_curves.json').is_file()
+    png = board.plot_loss_curves(str(committed))
+    assert Path(png).read_bytes()[:4] == b'\x89PNG'
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/run_board.py'), '--dry-run',
+                           '--seeds', '0', '--only', 'w4a8_s0_val$', '--root',
+                           str(tmp_path / 'work'), '--results', str(tmp_path / 'results')],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    lines = proc.stdout.splitlines()
+    assert f'{spec.name}: done (committed)' in lines[0] and len(lines) == 10
+    assert all('would be starting' in line for line in lines[1:9])

@@ -1,0 +1,371 @@
+"""Build the demo PTQ board (or the DetPTQ / learning-rate studies) with one resumable command.
+
+    python tools/run_board.py                          # board: 9 methods, W4A8/W4A4 x 3 seeds, W8A8 x 1, val
+    python tools/run_board.py --split tune             # the same matrix on the tune split
+    python tools/run_board.py --study ablation         # DetPTQ variants, tune split (docs/detptq_study.md)
+    python tools/run_board.py --study lr               # lr_round of the reconstruction methods, tune split
+    python tools/run_board.py --commit-results --git-add   # also copy finished runs to results/runs/
+    python tools/run_board.py --dry-run                # list the runs and their state, run nothing
+    python tools/run_board.py --plot-loss-curves WORK_DIRS/RUN   # loss-vs-iteration PNG of a run
+
+Every run is ``tools/quantize.py CONFIG --work-dir ROOT/NAME --cfg-options ...``
+with the options generated from the study's matrix (method x bits x seed, or
+variant x bits x seed) on top of the few configs in configs/board/. Runs go
+one after another. A run is *finished* when its folder (or its committed copy
+in results/runs/NAME) holds result.json and a run_spec.json whose fingerprint
+equals the current spec (config, its merged content, options, split); such
+runs are skipped. An unfinished run is restarted with the same command, and
+tools/quantize.py resumes it (cached FP metrics, finished reconstruction
+units). A folder made for a different spec is left alone and reported unless
+``--restart-changed`` moves it aside.
+
+``--commit-results`` copies each finished run's result.json, run_spec.json and
+reconstruction loss curves to results/runs/NAME/ (``--git-add`` stages them;
+committing is up to you), so the aggregate can be rebuilt from the committed
+runs alone. At the end the study's table and chart are written with
+tools/leaderboard.py (e.g. results/demo_board.{md,csv,png}).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import hashlib
+import json
+import os
+import os.path as osp
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BOARD_DIR = 'configs/board'
+RESULTS = 'results'
+MODEL = 'yolov6n_demo'
+BOARD_METHODS = ('minmax', 'mse', 'kl_improved', 'kl_cfws', 'adaround', 'brecq', 'qdrop',
+                 'detptq', 'detptq_cfws')
+RECON_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq', 'detptq_cfws')
+SEEDS = (0, 1, 2)
+BITS_SEEDS = (((4, 8), SEEDS), ((4, 4), SEEDS), ((8, 8), (0,)))
+# DetPTQ ablation (docs/detptq_study.md): one option each, on configs/board/detptq.py
+ABLATION = {
+    'detptq': {},
+    'fixed_p2': {'recon_cfg.p_search.fixed_p': 2.0},
+    'fixed_p2.4': {'recon_cfg.p_search.fixed_p': 2.4},
+    'cumulative': {'recon_cfg.p_search.context': 'cumulative'},
+    'p_scale_only': {'recon_cfg.p_use': 'scale'},
+    'p_loss_only': {'recon_cfg.p_use': 'loss'},
+    'brecq_base': {'recon_cfg.mode': 'brecq'},
+    'p_rule_mean': {'recon_cfg.p_rule': 'mean'},
+    'psearch_32img': {'recon_cfg.p_search_images': 32},
+    'odol_cls2': {'recon_cfg.p_search.cls_weight': 2.0},
+    'odol_box2': {'recon_cfg.p_search.box_weight': 2.0},
+}
+ABLATION_BITS = ((4, 4), (4, 8))
+LR_VALUES = (1e-3, 3e-3, 1e-2)
+STUDY_SPLIT = {'board': 'val', 'ablation': 'tune', 'lr': 'tune'}
+OUTPUTS = {'board': 'demo_board', 'ablation': 'detptq_study', 'lr': 'lr_study'}
+
+
+@dataclass
+class RunSpec:
+    """One run of a study: a config plus --cfg-options, on one split."""
+    name: str
+    study: str
+    config: str
+    split: str
+    seed: int
+    bits: Tuple[int, int]
+    variant: Optional[str] = None
+    cfg_options: Dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ''
+
+
+# ------------------------------------------------------------------ the matrix
+@functools.lru_cache(maxsize=None)
+def _read_config(path: str):
+    from mmengine.config import Config
+    return Config.fromfile(osp.join(ROOT, path), import_custom_modules=False)
+
+
+def _load_config(path: str):
+    """A fresh copy of a config file relative to the repository (each file parsed once)."""
+    return copy.deepcopy(_read_config(path))
+
+
+def split_options(cfg, split: str) -> Dict[str, Any]:
+    """--cfg-options that evaluate on ``split`` ('val' is the configs' own test set)."""
+    if split == 'val':
+        return {}
+    root = cfg.get('data_root', '')
+    return {'test_dataloader.dataset.ann_file': f'annotations/instances_{split}.json',
+            'test_dataloader.dataset.data_prefix.img': f'images/{split}/',
+            'test_evaluator.ann_file': f'{root}annotations/instances_{split}.json'}
+
+
+def _spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int, split: str,
+          extra: Dict[str, Any], variant: Optional[str] = None) -> RunSpec:
+    """A RunSpec with the bits/seed/split options and its fingerprint."""
+    cfg = _load_config(config)
+    opts = {'quant_cfg.w_bits': bits[0], 'quant_cfg.a_bits': bits[1], 'calib_seed': seed,
+            'randomness.seed': seed}
+    if cfg.get('recon_cfg'):
+        opts['recon_cfg.seed'] = seed
+    opts.update(split_options(cfg, split))
+    opts.update(extra)
+    cfg.merge_from_dict(opts)
+    name = f'{study}_{MODEL}_{label}_w{bits[0]}a{bits[1]}_s{seed}_{split}'
+    content = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    key = json.dumps(dict(config=config, options=opts, split=split,
+                          content=hashlib.sha1(content.encode()).hexdigest()), sort_keys=True)
+    return RunSpec(name=name, study=study, config=config, split=split, seed=seed, bits=bits,
+                   variant=variant, cfg_options=opts,
+                   fingerprint=hashlib.sha1(key.encode()).hexdigest())
+
+
+def build_matrix(study: str, split: str, seeds: Optional[List[int]],
+                 extra: Dict[str, Any]) -> List[RunSpec]:
+    """Every run of a study, in the order they are run."""
+    specs = []
+    if study == 'board':
+        for bits, default_seeds in BITS_SEEDS:
+            for method in BOARD_METHODS:
+                for seed in seeds if seeds is not None else default_seeds:
+                    specs.append(_spec(study, method, f'{BOARD_DIR}/{method}.py', bits, seed,
+                                       split, extra))
+    elif study == 'ablation':
+        for bits in ABLATION_BITS:
+            for variant, opts in ABLATION.items():
+                for seed in seeds if seeds is not None else (0,):
+                    specs.append(_spec(study, variant, f'{BOARD_DIR}/detptq.py', bits, seed,
+                                       split, {**opts, **extra}, variant=variant))
+    elif study == 'lr':
+        for method in ('adaround', 'brecq', 'qdrop', 'detptq'):
+            for lr in LR_VALUES:
+                for seed in seeds if seeds is not None else (0,):
+                    label = f'{method}_lr{lr:g}'
+                    specs.append(_spec(study, label, f'{BOARD_DIR}/{method}.py', (4, 4), seed,
+                                       split, {'recon_cfg.lr_round': lr, **extra},
+                                       variant=label))
+    else:
+        raise SystemExit(f'run_board: --study {study!r} is not one of {sorted(STUDY_SPLIT)}')
+    return specs
+
+
+# --------------------------------------------------------------- run states
+def _read_json(path: str) -> Optional[dict]:
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def finished_in(folder: str, spec: RunSpec) -> bool:
+    """True when ``folder`` holds this spec's result.json."""
+    stored = _read_json(osp.join(folder, 'run_spec.json'))
+    return (stored is not None and stored.get('fingerprint') == spec.fingerprint
+            and osp.isfile(osp.join(folder, 'result.json')))
+
+
+def commit_run(work: str, committed: str, git_add: bool) -> None:
+    """Copy a finished run's small files to results/runs/NAME (and git add them)."""
+    os.makedirs(committed, exist_ok=True)
+    for src, dst in (('result.json', 'result.json'), ('run_spec.json', 'run_spec.json'),
+                     ('recon/loss_curves.json', 'loss_curves.json')):
+        if osp.isfile(osp.join(work, src)):
+            shutil.copyfile(osp.join(work, src), osp.join(committed, dst))
+    if git_add:
+        subprocess.run(['git', 'add', committed], cwd=ROOT, check=True)
+
+
+def run_one(spec: RunSpec, work: str, args) -> bool:
+    """tools/quantize.py for one spec (resuming whatever the folder holds); True on success."""
+    os.makedirs(work, exist_ok=True)
+    with open(osp.join(work, 'run_spec.json'), 'w') as f:
+        json.dump(asdict(spec), f, indent=1)
+    cmd = [args.python, osp.join(ROOT, 'tools/quantize.py'), osp.join(ROOT, spec.config),
+           '--work-dir', work]
+    if args.data_root:
+        cmd += ['--data-root', args.data_root]
+    cmd += ['--cfg-options'] + [f'{k}={v}' for k, v in spec.cfg_options.items()]
+    with open(osp.join(work, 'run.log'), 'a') as log:
+        log.write(f'\n# {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(cmd)}\n')
+        log.flush()
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc.returncode == 0 and osp.isfile(osp.join(work, 'result.json'))
+
+
+def aggregate(study: str, split: str, folders: List[str], args) -> None:
+    """tools/leaderboard.py --aggregate over the finished runs -> results/<study>.{md,csv,png}."""
+    if not folders:
+        print('[board] nothing finished yet: no table written')
+        return
+    out = osp.join(args.results, OUTPUTS[study] + ('' if split == STUDY_SPLIT[study]
+                                                   else f'_{split}'))
+    os.makedirs(args.results, exist_ok=True)
+    subprocess.run([args.python, osp.join(ROOT, 'tools/leaderboard.py'), *folders,
+                    '--aggregate', '--md', out + '.md', '--csv', out + '.csv',
+                    '--png', out + '.png'], check=True)
+    print(f'[board] wrote {out}.md / .csv / .png from {len(folders)} runs')
+
+
+# -------------------------------------------------------------- loss curves
+def plot_loss_curves(path: str, units: int = 6) -> str:
+    """PNG of the training loss vs iteration of ``units`` units spread over the model."""
+    import matplotlib
+    matplotlib.use('Agg')  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    json_path = path
+    for candidate in ('recon/loss_curves.json', 'loss_curves.json'):
+        if osp.isdir(path) and osp.isfile(osp.join(path, candidate)):
+            json_path = osp.join(path, candidate)
+    data = _read_json(json_path)
+    if not data or not data.get('units'):
+        raise SystemExit(f'run_board: no loss curves in {json_path!r} (runs record them with '
+                         'recon_cfg.loss_curve_every > 0, as the board configs do)')
+    curves = data['units']
+    step = max(1, len(curves) // units)
+    picked = curves[::step][:units - 1] + [curves[-1]] if len(curves) > units else curves
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for unit in picked:
+        its, losses = zip(*unit['curve'])
+        ax.plot(its, losses, label=f"{unit['position']}: {unit['unit']} (p={unit['p']:g})")
+    ax.set_yscale('log')
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('reconstruction loss (train batch)')
+    ax.set_title(osp.basename(osp.dirname(osp.abspath(json_path))) or 'loss curves')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = osp.join(osp.dirname(json_path), 'loss_curves.png')
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+# --------------------------------------------------------------------- main
+def parse_args() -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--study', default='board', choices=sorted(STUDY_SPLIT))
+    parser.add_argument('--split', choices=('tune', 'val'),
+                        help='evaluation split (default: val for the board, tune otherwise)')
+    parser.add_argument('--seeds', type=int, nargs='+', help='override the study\'s seeds')
+    parser.add_argument('--root', default='work_dirs/board', help='work folder of all runs')
+    parser.add_argument('--results', default=osp.join(ROOT, RESULTS),
+                        help='where results/runs/ and the tables go')
+    parser.add_argument('--only', help='regular expression on run names')
+    parser.add_argument('--max-runs', type=int, help='stop after starting this many runs')
+    parser.add_argument('--data-root', default=os.environ.get('DETPTQ_DEMO_DATA'),
+                        help='demo data root (default: $DETPTQ_DEMO_DATA, else the configs\')')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='extra options for every run (part of each run\'s spec)')
+    parser.add_argument('--commit-results', action='store_true',
+                        help='copy finished runs to results/runs/NAME/')
+    parser.add_argument('--git-add', action='store_true', help='git add the copied runs')
+    parser.add_argument('--restart-changed', action='store_true',
+                        help='move aside run folders made for another spec and rerun them')
+    parser.add_argument('--dry-run', action='store_true', help='list runs and states only')
+    parser.add_argument('--no-aggregate', action='store_true', help='skip the final table')
+    parser.add_argument('--python', default=sys.executable)
+    parser.add_argument('--plot-loss-curves', metavar='RUN',
+                        help='only draw RUN\'s (folder or loss_curves.json) loss curves')
+    return parser.parse_args()
+
+
+def check_split_data(data_root: Optional[str], split: str) -> None:
+    """One clear sentence when the tune split is missing from existing demo data."""
+    root = data_root or osp.join(ROOT, 'data/demo')
+    ann = osp.join(root, 'annotations', f'instances_{split}.json')
+    if split != 'val' and osp.isfile(osp.join(root, 'annotations/instances_val.json')) \
+            and not osp.isfile(ann):
+        raise SystemExit(f'run_board: {ann} does not exist; regenerate the demo data with '
+                         f'its {split} split (tools/make_demo_data.py) or pass --data-root')
+
+
+def main() -> None:
+    args = parse_args()
+    if args.plot_loss_curves:
+        print(plot_loss_curves(args.plot_loss_curves))
+        return
+    split = args.split or STUDY_SPLIT[args.study]
+    if args.study != 'board' and split != 'tune':
+        raise SystemExit(f'run_board: the {args.study} study chooses settings, so it runs on '
+                         'the tune split only (docs/detptq_study.md)')
+    specs = build_matrix(args.study, split, args.seeds, dict(args.cfg_options))
+    if args.only:
+        specs = [s for s in specs if re.search(args.only, s.name)]
+    if not args.dry_run:
+        check_split_data(args.data_root, split)
+    root = osp.abspath(args.root)
+    runs_dir = osp.join(args.results, 'runs')
+    done_folders, started, failed, durations = [], 0, [], []
+    for i, spec in enumerate(specs, 1):
+        work, committed = osp.join(root, spec.name), osp.join(runs_dir, spec.name)
+        head = f'[board {i}/{len(specs)}] {spec.name}'
+        if finished_in(committed, spec):
+            print(f'{head}: done (committed)')
+            done_folders.append(committed)
+            continue
+        if finished_in(work, spec):
+            if args.commit_results and not args.dry_run:
+                commit_run(work, committed, args.git_add)
+                done_folders.append(committed)
+                print(f'{head}: done, committed to {committed}')
+            else:
+                done_folders.append(work)
+                print(f'{head}: done')
+            continue
+        stored = _read_json(osp.join(work, 'run_spec.json'))
+        if stored is not None and stored.get('fingerprint') != spec.fingerprint:
+            if not args.restart_changed:
+                print(f'{head}: {work} was made for another spec; skipped '
+                      '(--restart-changed moves it aside)')
+                continue
+            if not args.dry_run:
+                os.replace(work, f'{work}.old-{time.strftime("%Y%m%d-%H%M%S")}')
+        state = 'resuming' if osp.isdir(work) else 'starting'
+        if args.dry_run:
+            print(f'{head}: would be {state}: {spec.config} ' +
+                  ' '.join(f'{k}={v}' for k, v in spec.cfg_options.items()))
+            continue
+        if args.max_runs is not None and started >= args.max_runs:
+            print(f'{head}: not started (--max-runs {args.max_runs})')
+            continue
+        eta = ''
+        if durations:
+            left = sum(1 for s in specs[i - 1:] if not finished_in(osp.join(root, s.name), s))
+            eta = f', ~{sum(durations) / len(durations) * left / 3600:.1f} h left'
+        print(f'{head}: {state} ({time.strftime("%H:%M")}{eta}); log {work}/run.log',
+              flush=True)
+        started += 1
+        start = time.time()
+        if run_one(spec, work, args):
+            durations.append(time.time() - start)
+            result = _read_json(osp.join(work, 'result.json'))
+            print(f"{head}: mAP {result['quant_metrics'].get('mAP', float('nan')):.3f} in "
+                  f'{durations[-1] / 60:.1f} min', flush=True)
+            if args.commit_results:
+                commit_run(work, committed, args.git_add)
+                done_folders.append(committed)
+            else:
+                done_folders.append(work)
+        else:
+            failed.append(spec.name)
+            print(f'{head}: FAILED, see {work}/run.log', flush=True)
+    print(f'[board] {len(done_folders)}/{len(specs)} finished, {len(failed)} failed'
+          + (f': {", ".join(failed)}' if failed else ''))
+    if not args.dry_run and not args.no_aggregate:
+        aggregate(args.study, split, done_folders, args)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()
