@@ -41,13 +41,14 @@ class PTQLoop(BaseLoop):
         recon_cfg: optional reconstruction method (``RECONSTRUCTORS``).
         num_calib_images: how many calibration images to use.
         eval_fp: evaluate the FP model too (kept across resumed runs).
+        run_eval: evaluate at all (False: no labels; result.json has no mAP).
         method, model_name: names written to result.json.
     """
 
     def __init__(self, runner: Runner, dataloader, evaluator,
                  calib_dataloader: dict, quant_cfg: dict,
                  recon_cfg: Optional[dict] = None, num_calib_images: int = 256,
-                 eval_fp: bool = True, method: str = 'ptq',
+                 eval_fp: bool = True, run_eval: bool = True, method: str = 'ptq',
                  model_name: Optional[str] = None) -> None:
         super().__init__(runner, dataloader)
         self.evaluator = runner.build_evaluator(evaluator) \
@@ -63,7 +64,8 @@ class PTQLoop(BaseLoop):
             raise ValueError(f'PTQLoop: num_calib_images={num_calib_images!r}; '
                              'expected a positive int')
         self.num_calib_images = num_calib_images
-        self.eval_fp = eval_fp
+        self.run_eval = run_eval
+        self.eval_fp = eval_fp and run_eval
         self.method = method
         self.model_name = model_name or runner.experiment_name.split('_2')[0]
 
@@ -106,8 +108,8 @@ class PTQLoop(BaseLoop):
             reconstructor = RECONSTRUCTORS.build(self.recon_cfg)
             recon_stats = reconstructor(q_model, calib, model_fp=None,
                                         work_dir=osp.join(work_dir, 'recon'))
-        q_metrics = short_metrics(evaluate(q_model, self.dataloader,
-                                           self.evaluator, desc='eval quantized'))
+        q_metrics = short_metrics(evaluate(q_model, self.dataloader, self.evaluator,
+                                           desc='eval quantized')) if self.run_eval else {}
         result = self._result(fp_metrics, q_metrics, q_model, calib,
                               time.time() - start, recon_stats)
         save_checkpoint_file({'state_dict': q_model.state_dict(),
@@ -141,6 +143,8 @@ class PTQLoop(BaseLoop):
                                               'extra_ratio') if k in bops}
         if recon_stats:
             result['recon_units'] = len(recon_stats)
+        if not self.run_eval:
+            result['note'] = 'not evaluated (--no-eval): no FP or quantized mAP'
         return result
 
     @staticmethod
@@ -152,5 +156,6 @@ class PTQLoop(BaseLoop):
                  '          ' + ''.join(f'{k:>8}' for k in keys)]
         if fp:
             lines.append('FP        ' + ''.join(f'{fp.get(k, float("nan")):8.3f}' for k in keys))
-        lines.append('quantized ' + ''.join(f'{q[k]:8.3f}' for k in keys))
+        lines.append('quantized ' + (''.join(f'{q[k]:8.3f}' for k in keys)
+                                     or 'not evaluated (--no-eval)'))
         print_log('\n'.join(lines), logger='current')
