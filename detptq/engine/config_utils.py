@@ -8,7 +8,7 @@ from mmengine.config import Config, DictAction
 
 __all__ = ['DictAction', 'build_eval_runner', 'load_config', 'load_ptq_config', 'check_data',
            'check_checkpoint', 'resolve_checkpoint', 'set_data_root', 'dataloader_cfgs',
-           'calib_dir_dataloader']
+           'calib_dir_dataloader', 'apply_deploy_backend']
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
                    'calib_dataloader')
@@ -157,6 +157,7 @@ def load_ptq_config(args) -> tuple:
         if cfg.get(key) is None:
             raise SystemExit(f'{args.config}: no `{key}` in the config; inherit a '
                              'configs/_base_/ptq/*.py file and a data set config')
+    apply_deploy_backend(cfg)
     try:
         merge_qcfg(cfg.quant_cfg)
     except ValueError as err:
@@ -184,3 +185,19 @@ def calib_dir_dataloader(cfg: Config, calib_dir: str, num_images: int, seed: int
         dataset=dict(type='ImageFolderDataset', data_root=calib_dir, num_images=num_images,
                      seed=seed, pipeline=pipeline,
                      backend_args=cfg.test_dataloader.dataset.get('backend_args')))
+
+
+def apply_deploy_backend(cfg: Config) -> None:
+    """Copy a config's ``deploy_backend`` (configs/_base_/ptq/tensorrt.py) into ``quant_cfg.backend``.
+
+    A separate top-level key, because mmengine refuses two ``_base_`` files
+    defining the same key (the method file already defines ``quant_cfg``).
+    """
+    backend = cfg.get('deploy_backend')
+    if backend is None:
+        return
+    current = cfg.quant_cfg.get('backend')
+    if current not in (None, backend):
+        raise SystemExit(f'{cfg.filename}: deploy_backend={backend!r} but '
+                         f'quant_cfg.backend={current!r}; set one of them')
+    cfg.quant_cfg.backend = backend
