@@ -6,12 +6,12 @@ proves GPU behaviour on any machine that has one.
 """
 import pytest
 import torch
-from torch import nn
 
 from detptq.quantization import UniformQuantizer, calibrate, iter_quantizers, quantize_model
 from detptq.reconstruction import PSearchConfig, partition_units, reconstruct, search_p
 from detptq.reconstruction.adaround import AdaRoundQuantizer
 from detptq.registry import RECONSTRUCTORS
+from test_p_search import FakeDetector, dense_fn
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
@@ -31,29 +31,6 @@ def device(request) -> torch.device:
 def on(device: torch.device, *tensors: torch.Tensor) -> bool:
     """True when every tensor lives on ``device`` (any index of its type)."""
     return all(t.device.type == device.type for t in tensors)
-
-
-class FakeDetector(nn.Module):
-    """backbone -> neck (with a concat) -> cls/box convs, like a one-level YOLO."""
-
-    def __init__(self):
-        super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(),
-                                      nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())
-        self.neck = nn.Conv2d(8, 8, 3, 1, 1)
-        self.cls_pred = nn.Conv2d(16, 3, 1)
-        self.reg_pred = nn.Conv2d(16, 4, 1)
-
-    def forward(self, x):
-        f = self.backbone(x)
-        f = torch.cat([f, torch.relu(self.neck(f))], 1)
-        return self.cls_pred(f), self.reg_pred(f)
-
-
-def dense_fn(model, x):
-    """(class probabilities, positive box distances) as the ODOL expects them."""
-    cls, reg = model(x)
-    return cls.flatten(2).transpose(1, 2).sigmoid(), reg.flatten(2).transpose(1, 2).exp()
 
 
 def tiny_quantized(device: torch.device, w_bits: int = 4, a_bits: int = 4):
