@@ -348,9 +348,7 @@ def test_yolov6n_tensorrt_config_satisfies_every_rule(yolov6n):
     cfg, _, _ = yolov6n
     from detptq.registry import MODELS
     model = MODELS.build(cfg.model).eval()
-    q = quantize_model(model, dict(
-        act=dict(symmetric=True),
-        overrides=[dict(pattern='*upsample*', weight=dict(per_channel=False))]))
+    q = quantize_model(model, dict(backend='tensorrt'))  # configs/_base_/ptq/tensorrt.py
     calibrate(q, [torch.rand(2, 3, 64, 64)], 1, forward_fn=lambda m, b: m(b, mode='tensor'),
               progress=False)
     result = export_qdq_onnx(q, None, (1, 3, 64, 64))
