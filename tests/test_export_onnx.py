@@ -348,9 +348,7 @@ def test_yolov6n_tensorrt_config_satisfies_every_rule(yolov6n):
     cfg, _, _ = yolov6n
     from detptq.registry import MODELS
     model = MODELS.build(cfg.model).eval()
-    q = quantize_model(model, dict(
-        act=dict(symmetric=True),
-        overrides=[dict(pattern='*upsample*', weight=dict(per_channel=False))]))
+    q = quantize_model(model, dict(backend='tensorrt'))  # configs/_base_/ptq/tensorrt.py
     calibrate(q, [torch.rand(2, 3, 64, 64)], 1, forward_fn=lambda m, b: m(b, mode='tensor'),
               progress=False)
     result = export_qdq_onnx(q, None, (1, 3, 64, 64))
@@ -376,3 +374,39 @@ def test_tool_exports_and_reports_clear_errors(yolov6n, tmp_path):
     save_checkpoint_file({'state_dict': {'w': torch.zeros(1)}}, fp_path)
     with pytest.raises(SystemExit, match='not a quantized checkpoint'):
         main([config, '--checkpoint', fp_path])
+
+
+def ort_optimized_ops(model, tmp_path):
+    """Op counts of the graph onnxruntime runs after its Q/DQ fusions."""
+    import collections
+
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
+    options.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), options, providers=['CPUExecutionProvider'])
+    return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath)
+                               .graph.node)
+
+
+def test_conv_outputs_make_every_inner_conv_an_integer_op(yolov6n, tmp_path):
+    from detptq.export.conv_outputs import float_output_convs
+    cfg, q, _ = yolov6n
+    gen = torch.Generator().manual_seed(1)
+    images = [torch.rand(2, 3, 64, 64, generator=gen) for _ in range(2)]
+    plain = export_qdq_onnx(q, None, (1, 3, 64, 64))
+    result = export_qdq_onnx(q, None, (1, 3, 64, 64), conv_output_images=images)
+    head_convs = len(q.bbox_head.cls_preds) + len(q.bbox_head.reg_preds)  # graph outputs
+    assert len(float_output_convs(plain.model)) == len(result.int8_output_convs) > 0
+    assert float_output_convs(result.model) == []
+    before, after = ort_optimized_ops(plain.model, tmp_path), ort_optimized_ops(
+        result.model, tmp_path)
+    assert before['Conv'] == head_convs + len(result.int8_output_convs)
+    assert after['Conv'] == head_convs  # only the prediction convs stay in float
+    assert after['QLinearConv'] == before['QLinearConv'] + len(result.int8_output_convs)
+    # ORT follows the export form (with the extra rounding) as closely as the plain export
+    session = make_session(result.model, 1, optimize=False)
+    references = {'export': result.reference, 'fake': DetectorExportWrapper(q).eval()}
+    stats = compare_with_pytorch(session, references, q.bbox_head, images, decode=False)
+    assert stats['export']['scores_max_abs'] < 1e-4 and stats['export']['boxes_mean_abs'] < 2e-3
+    assert stats['fake']['scores_mean_abs'] < 0.01  # the extra rounding, small at 8 bits

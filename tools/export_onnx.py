@@ -3,6 +3,7 @@
     python tools/export_onnx.py configs/demo/yolov6n_demo_minmax_w8a8.py \\
         --checkpoint work_dirs/yolov6n_demo_minmax_w8a8/quantized.pth --verify --eval
     python tools/export_onnx.py CONFIG --checkpoint Q.pth --decode --out model.onnx
+    python tools/export_onnx.py CONFIG --checkpoint Q.pth --int8-conv-outputs --eval  # onnxruntime
 
 Default output: next to the checkpoint, ``quantized.onnx`` (``quantized_decode.onnx``
 with ``--decode``), plus ``<out>.json`` with the export notes and the figures of
@@ -36,8 +37,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--opset', type=int, default=13, help='ONNX opset (>= 13)')
     parser.add_argument('--no-unify', action='store_true',
                         help='keep each layer\'s own activation scale (not TensorRT-friendly)')
+    parser.add_argument('--int8-conv-outputs', action='store_true',
+                        help='onnxruntime: add a calibrated output Q/DQ to convs that feed '
+                             'float ops (the head\'s SiLU convs) so they run as QLinearConv; '
+                             'one extra rounding, not needed for TensorRT')
     parser.add_argument('--num-verify-images', type=int, default=32,
-                        help='calibration images used by --verify')
+                        help='calibration images used by --verify and --int8-conv-outputs')
     parser.add_argument('--threads', type=int, default=None, help='onnxruntime threads')
     parser.add_argument('--data-root', help='data set root (default: the config\'s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -114,18 +119,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = args.out or osp.join(osp.dirname(osp.abspath(args.checkpoint)),
                                'quantized_decode.onnx' if args.decode else 'quantized.onnx')
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    images = None
+    if args.verify or args.int8_conv_outputs:
+        check_data(cfg, ['calib_dataloader'])
+        images = calibration_images(cfg, q_model, args.num_verify_images)
     result = export_qdq_onnx(q_model, out, (1, 3, height, width), decode=args.decode,
-                             opset=args.opset, unify=not args.no_unify)
+                             opset=args.opset, unify=not args.no_unify,
+                             conv_output_images=images if args.int8_conv_outputs else None)
     _print_export(result, out)
     summary: Dict[str, Any] = dict(
         onnx=osp.abspath(out), config=args.config, checkpoint=args.checkpoint,
         input_shape=[1, 3, height, width], decode=args.decode, opset=args.opset,
         outputs=result.output_names, notes=result.notes, scale_groups=result.groups,
-        tensorrt_issues=result.tensorrt_issues)
+        tensorrt_issues=result.tensorrt_issues, int8_output_convs=result.int8_output_convs)
 
     if args.verify:
-        check_data(cfg, ['calib_dataloader'])
-        images = calibration_images(cfg, q_model, args.num_verify_images)
         references = {'export form (deployed scales)': result.reference,
                       'fake-quant model': DetectorExportWrapper(q_model, args.decode).eval()}
         # as written: Q/DQ run literally (the export's own exactness); optimized: what

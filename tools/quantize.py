@@ -3,14 +3,18 @@
     python tools/quantize.py configs/demo/yolov6n_demo_detptq_w4a8.py
     python tools/quantize.py configs/yolov6s_detptq.py --checkpoint yolov6s.pth --data-root data/coco
     python tools/quantize.py CONFIG --cfg-options quant_cfg.w_bits=4 recon_cfg.iters=500
+    python tools/quantize.py CONFIG --calib-dir my_images/ --num-calib-images 256 [--no-eval]
 
 Writes WORK_DIR/result.json (the leaderboard row) and WORK_DIR/quantized.pth.
 Re-running the same command resumes: FP metrics and finished reconstruction
 units are reused.
 """
 import argparse
+import os
+import os.path as osp
 
-from detptq.engine.config_utils import (DictAction, build_eval_runner,
+from detptq.datasets.image_folder import DEFAULT_CALIB_SEED
+from detptq.engine.config_utils import (DictAction, build_eval_runner, calib_dir_dataloader,
                                         check_data, load_ptq_config)
 
 
@@ -22,23 +26,64 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', help='data set root (default: the config\'s)')
     parser.add_argument('--num-calib-images', type=int,
                         help='calibration images (default: the config\'s)')
+    parser.add_argument('--calib-dir',
+                        help='calibrate on the jpg/png files under this folder (recursive, '
+                             'no annotations) instead of the config\'s calibration set')
+    parser.add_argument('--calib-seed', type=int, default=DEFAULT_CALIB_SEED,
+                        help='seed of the --calib-dir image sample (default: %(default)s)')
     parser.add_argument('--no-fp-eval', action='store_true',
                         help='skip evaluating the FP model')
+    parser.add_argument('--no-eval', action='store_true',
+                        help='no evaluation at all (no labelled val set): result.json has no mAP')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. quant_cfg.w_bits=4')
     return parser.parse_args()
 
 
+def use_calib_dir(cfg, calib_dir: str, num_images: int, seed: int) -> None:
+    """Calibrate on a folder of images; write the chosen files to WORK_DIR/calib_files.txt.
+
+    The sample is drawn here once so that an empty folder stops the run with one
+    sentence before anything is built; the loop redraws the same files (same seed).
+    """
+    from mmengine.registry import init_default_scope
+
+    from detptq.datasets.image_folder import ImageFolderError
+    from detptq.registry import DATASETS
+    cfg.calib_dataloader = calib_dir_dataloader(cfg, calib_dir, num_images, seed)
+    init_default_scope(cfg.get('default_scope', 'detptq'))
+    try:
+        dataset = DATASETS.build(cfg.calib_dataloader['dataset'])
+    except ImageFolderError as err:
+        raise SystemExit(str(err)) from None
+    os.makedirs(cfg.work_dir, exist_ok=True)
+    with open(osp.join(cfg.work_dir, 'calib_files.txt'), 'w') as f:
+        f.writelines(path + '\n' for path in dataset.file_list())
+
+
+def skip_evaluation(cfg) -> None:
+    """--no-eval: the test loader reads the calibration images and no annotation file is opened."""
+    cfg.test_dataloader = cfg.calib_dataloader
+    cfg.test_evaluator = dict(type='CocoMetric', metric='bbox')  # never computed
+
+
 def main() -> None:
     args = parse_args()
     cfg, checkpoint = load_ptq_config(args)
-    check_data(cfg, ['test_dataloader', 'calib_dataloader'])
+    num_calib_images = args.num_calib_images or cfg.get('num_calib_images', 256)
+    if args.calib_dir:
+        use_calib_dir(cfg, args.calib_dir, num_calib_images, args.calib_seed)
+    if args.no_eval:
+        skip_evaluation(cfg)
+    needed = ([] if args.no_eval else ['test_dataloader']) + \
+        ([] if args.calib_dir else ['calib_dataloader'])
+    check_data(cfg, needed)
     cfg.test_cfg = dict(
         type='PTQLoop', calib_dataloader=cfg.calib_dataloader,
         quant_cfg=cfg.quant_cfg, recon_cfg=cfg.get('recon_cfg'),
-        num_calib_images=args.num_calib_images or cfg.get('num_calib_images', 256),
-        eval_fp=not args.no_fp_eval, method=cfg.get('method', 'ptq'),
-        model_name=cfg.get('model_name'))
+        num_calib_images=num_calib_images,
+        eval_fp=not (args.no_fp_eval or args.no_eval), run_eval=not args.no_eval,
+        method=cfg.get('method', 'ptq'), model_name=cfg.get('model_name'))
     build_eval_runner(cfg, checkpoint).test()
 
 

@@ -7,7 +7,8 @@ from typing import Iterable, Optional
 from mmengine.config import Config, DictAction
 
 __all__ = ['DictAction', 'build_eval_runner', 'load_config', 'load_ptq_config', 'check_data',
-           'check_checkpoint', 'resolve_checkpoint', 'set_data_root', 'dataloader_cfgs']
+           'check_checkpoint', 'resolve_checkpoint', 'set_data_root', 'dataloader_cfgs',
+           'calib_dir_dataloader', 'apply_deploy_backend']
 
 DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
                    'calib_dataloader')
@@ -156,6 +157,7 @@ def load_ptq_config(args) -> tuple:
         if cfg.get(key) is None:
             raise SystemExit(f'{args.config}: no `{key}` in the config; inherit a '
                              'configs/_base_/ptq/*.py file and a data set config')
+    apply_deploy_backend(cfg)
     try:
         merge_qcfg(cfg.quant_cfg)
     except ValueError as err:
@@ -164,3 +166,38 @@ def load_ptq_config(args) -> tuple:
     if not checkpoint:
         raise SystemExit(f'{args.config}: no checkpoint; pass --checkpoint or set load_from')
     return cfg, checkpoint
+
+
+def calib_dir_dataloader(cfg: Config, calib_dir: str, num_images: int, seed: int) -> dict:
+    """A calibration loader over a folder of images (``ImageFolderDataset``), no annotations.
+
+    The pipeline is the config's test pipeline without ``LoadAnnotations``, so the
+    images are letterboxed exactly as at evaluation; batch size and workers are
+    the config's calibration loader's.
+    """
+    base = cfg.get('calib_dataloader') or cfg.test_dataloader
+    pipeline = [dict(step) for step in cfg.test_dataloader.dataset.pipeline
+                if step.get('type') != 'LoadAnnotations']
+    return dict(
+        batch_size=base.get('batch_size', 8), num_workers=base.get('num_workers', 0),
+        persistent_workers=False, drop_last=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(type='ImageFolderDataset', data_root=calib_dir, num_images=num_images,
+                     seed=seed, pipeline=pipeline,
+                     backend_args=cfg.test_dataloader.dataset.get('backend_args')))
+
+
+def apply_deploy_backend(cfg: Config) -> None:
+    """Copy a config's ``deploy_backend`` (configs/_base_/ptq/tensorrt.py) into ``quant_cfg.backend``.
+
+    A separate top-level key, because mmengine refuses two ``_base_`` files
+    defining the same key (the method file already defines ``quant_cfg``).
+    """
+    backend = cfg.get('deploy_backend')
+    if backend is None:
+        return
+    current = cfg.quant_cfg.get('backend')
+    if current not in (None, backend):
+        raise SystemExit(f'{cfg.filename}: deploy_backend={backend!r} but '
+                         f'quant_cfg.backend={current!r}; set one of them')
+    cfg.quant_cfg.backend = backend

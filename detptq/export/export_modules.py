@@ -164,6 +164,8 @@ class ExportConv2d(_ExportBase):
         super().__init__(module, name, quantize)
         self.stride, self.padding = module.stride, module.padding
         self.dilation, self.groups = module.dilation, module.groups
+        # set by conv_outputs.quantize_conv_outputs (onnxruntime INT8 kernels)
+        self.output_qdq: Optional[QDQParams] = None
         if self.coarse_weight is not None:
             if isinstance(self.padding, str):
                 raise ValueError(f'{name}: CFWS export needs numeric padding')
@@ -182,6 +184,8 @@ class ExportConv2d(_ExportBase):
             coarse = self.coarse_qdq(self.coarse_weight)
             out = out + F.conv2d(x, coarse, None, self.stride, self.coarse_padding, 1,
                                  self.groups)
+        if self.output_qdq is not None:
+            out = self.output_qdq(out)
         return out
 
 

@@ -18,7 +18,10 @@ Layout (TensorRT's explicit-quantization form, see ``trt_rules``):
   input's grid through (no Q/DQ after it); the Q/DQ after a Concat stays in
   front of the layers that read it (it is exact: Q/DQ is idempotent);
 - bits < 8 are INT8 Q/DQ holding the low-bit grid: weights are on it already,
-  activations get a Clip at the end codes, so the codes stay in range (exact).
+  activations get a Clip at the end codes, so the codes stay in range (exact);
+- optionally (``conv_output_images``), convs whose output feeds a float op get a
+  calibrated Q/DQ after them so onnxruntime runs them as QLinearConv
+  (``conv_outputs``; not exact: one extra rounding).
 
 Graph input ``images`` is the data preprocessor's output. Outputs: raw head
 maps ``cls_score_s{stride}`` / ``bbox_pred_s{stride}``, or with ``decode``
@@ -38,6 +41,7 @@ from torch import nn
 
 from detptq.quantization import quantize_model
 from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
+from .conv_outputs import quantize_conv_outputs
 from .export_modules import QDQParams, build_export_model
 from .qdq_graph import (activation_groups, dedupe_qdq, hoist_qdq_above_maxpool,
                         inline_constant_identities, prune_unused, quantize_group_sources,
@@ -173,6 +177,7 @@ class ExportResult:
     reference: nn.Module                      # the exported graph, in PyTorch
     output_names: List[str]
     groups: List[Dict[str, Any]] = field(default_factory=list)  # unified scale groups
+    int8_output_convs: List[str] = field(default_factory=list)  # convs given an output Q/DQ
     notes: List[str] = field(default_factory=list)
     tensorrt_issues: List[str] = field(default_factory=list)
 
@@ -228,13 +233,29 @@ def low_bit_notes(wrapper: nn.Module) -> List[str]:
             for kind, bits, lo, hi in kinds]
 
 
+def _graph_passes(model: onnx.ModelProto, quantize: bool) -> Tuple[int, int, int]:
+    """The value-preserving Q/DQ placement passes (in place); ``(merged, sourced, hoisted)``."""
+    inline_constant_identities(model)
+    merged = dedupe_qdq(model)
+    sourced = quantize_group_sources(model) if quantize else 0
+    hoisted = hoist_qdq_above_maxpool(model)
+    merged += dedupe_qdq(model)
+    topological_sort(model)
+    prune_unused(model)
+    return merged, sourced, hoisted
+
+
 def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequence[int],
                     decode: bool = False, quantize: bool = True, opset: int = 13,
-                    unify: bool = True) -> ExportResult:
+                    unify: bool = True,
+                    conv_output_images: Optional[Sequence[torch.Tensor]] = None
+                    ) -> ExportResult:
     """Export ``q_model`` (from ``quantize_model``) as a Q/DQ ONNX (``quantize=False``: FP32).
 
     Dynamic batch; raw outputs also take any input height/width (multiples of
     the largest stride), decoded outputs bake the anchor grid of ``input_shape``.
+    ``conv_output_images`` (preprocessed batches): calibrate an output Q/DQ for
+    every conv that would otherwise run in float in onnxruntime (``conv_outputs``).
     """
     if opset < 13:
         raise ValueError(f'opset {opset} < 13: per-channel Q/DQ needs opset 13')
@@ -249,13 +270,14 @@ def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequen
         groups = unify_scale_groups(wrapper, model) if quantize and unify else []
         if groups:
             model = _torch_to_onnx(wrapper, example, opset, dynamic_axes)
-    inline_constant_identities(model)
-    merged = dedupe_qdq(model)
-    sourced = quantize_group_sources(model) if quantize else 0
-    hoisted = hoist_qdq_above_maxpool(model)
-    merged += dedupe_qdq(model)
-    topological_sort(model)
-    prune_unused(model)
+    merged, sourced, hoisted = _graph_passes(model, quantize)
+    int8_outputs: List[str] = []
+    if quantize and conv_output_images is not None:
+        int8_outputs = quantize_conv_outputs(wrapper, model, conv_output_images)
+        if int8_outputs:
+            with torch.no_grad():
+                model = _torch_to_onnx(wrapper, example, opset, dynamic_axes)
+            merged, sourced, hoisted = _graph_passes(model, quantize)
     onnx.checker.check_model(model)
     notes = low_bit_notes(wrapper) if quantize else []
     if groups:
@@ -267,8 +289,13 @@ def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequen
                      '(Concat inputs are DQ outputs of one scale, MaxPools pass it through)')
     if merged or hoisted:
         notes.append(f'{merged} duplicate Q/DQ merged, {hoisted} moved in front of a MaxPool')
+    if int8_outputs:
+        notes.append(f'{len(int8_outputs)} convs feeding float ops got a calibrated output '
+                     'Q/DQ (onnxruntime runs them as QLinearConv; one extra rounding that the '
+                     'fake-quant model does not have)')
     if path:
         onnx.save(model, path)
     return ExportResult(path=path, model=model, reference=wrapper,
                         output_names=wrapper.output_names(), groups=groups, notes=notes,
+                        int8_output_convs=int8_outputs,
                         tensorrt_issues=tensorrt_issues(model) if quantize else [])

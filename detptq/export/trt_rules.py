@@ -46,9 +46,10 @@ def _weight_issues(index: GraphIndex) -> List[str]:
         if zero is None or zero.dtype != np.int8 or np.any(zero != 0):
             issues.append(f'{node.name}: weight zero point must be int8 0')
         if scale is not None and scale.size > 1 and _axis(dq) != WEIGHT_AXIS[node.op_type]:
-            hint = (' (per output channel); quantize it per tensor for TensorRT, e.g. '
-                    "overrides=[dict(pattern='*upsample*', weight=dict(per_channel=False))]"
-                    if node.op_type == 'ConvTranspose' else '')
+            hint = (' (per output channel); quantize it per tensor for TensorRT: '
+                    "quant_cfg.backend='tensorrt' (configs/_base_/ptq/tensorrt.py) does, for "
+                    "layers named *upsample* / *transpose*" if node.op_type == 'ConvTranspose'
+                    else '')
             issues.append(f'{node.name}: weight quantization axis {_axis(dq)}{hint} '
                           f'(TensorRT supports axis {WEIGHT_AXIS[node.op_type]})')
     return issues
@@ -74,7 +75,7 @@ def tensorrt_issues(model: onnx.ModelProto) -> List[str]:
     if asymmetric:
         issues.append(f'{asymmetric} activation quantizers are asymmetric/unsigned (uint8 or '
                       'non-zero zero point): TensorRT accepts symmetric int8 only; quantize '
-                      'with act=dict(symmetric=True) for TensorRT')
+                      "with quant_cfg.backend='tensorrt' (configs/_base_/ptq/tensorrt.py)")
     for group in activation_groups(model):
         scales = {float(index.const(c.scale_name)) for c in group}
         if len(scales) > 1:

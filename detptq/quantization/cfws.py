@@ -111,7 +111,8 @@ class CFWSWeightQuantizer(UniformQuantizer):
 
     def compute_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
         result = super().compute_params()
-        self.split_active = torch.tensor(self._pending_coarse is not None)
+        self.split_active = torch.tensor(self._pending_coarse is not None,
+                                         device=self.scale.device)  # stays on the model's device
         if self.split:
             self.coarse_scale = self._pending_coarse.to(self.scale.device)
         return result

@@ -20,6 +20,9 @@ Override keys: ``pattern`` (fnmatch on the module name, or a list of them),
 ``skip`` (leave the layer in float), ``w_bits``, ``a_bits``, ``weight`` and
 ``act`` (partial quantizer kwargs), ``calibrator`` (shorthand for the
 *activation* calibrator, the one usually tuned per layer) and ``w_calibrator``.
+
+``backend='tensorrt'`` applies :data:`BACKEND_PRESETS` on top of the rest:
+what TensorRT's explicit INT8 quantization needs (see detptq/export/trt_rules.py).
 """
 import copy
 from fnmatch import fnmatchcase
@@ -33,6 +36,16 @@ OVERRIDE_KEYS = {
     'pattern', 'skip', 'w_bits', 'a_bits', 'weight', 'act', 'calibrator', 'w_calibrator'
 }
 CFWS_CHOICES = (False, 'reparam', 'all')
+
+#: per deployment backend: act settings forced on every layer, overrides put first.
+#: TensorRT takes symmetric int8 activations only, and ConvTranspose weights per
+#: tensor (its per-channel axis is the input channels; ours is the output's).
+BACKEND_PRESETS: Dict[str, Dict[str, Any]] = {
+    'onnxruntime': dict(act={}, overrides=[]),
+    'tensorrt': dict(act=dict(symmetric=True, unsigned=False),
+                     overrides=[dict(pattern=['*upsample*', '*transpose*'],
+                                     weight=dict(per_channel=False))]),
+}
 
 DEFAULT_QCFG: Dict[str, Any] = dict(
     w_bits=8,
@@ -66,6 +79,8 @@ DEFAULT_QCFG: Dict[str, Any] = dict(
     switch_to_deploy=True,
     fold_bn=True,
     overrides=[],
+    # None, or a key of BACKEND_PRESETS
+    backend=None,
 )
 
 
@@ -154,9 +169,30 @@ def merge_qcfg(qcfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     if not isinstance(merged['overrides'], (list, tuple)):
         raise ValueError(
             f'quant config: overrides={merged["overrides"]!r} is invalid; expected a list')
+    _apply_backend(merged)
     for i, override in enumerate(merged['overrides']):
         _check_override(i, override)
     return merged
+
+
+def _apply_backend(merged: Dict[str, Any]) -> None:
+    backend = merged['backend']
+    if backend is None:
+        return
+    if backend not in BACKEND_PRESETS:
+        raise ValueError(f'quant config: backend={backend!r} is invalid; use None or one of '
+                         f'{sorted(BACKEND_PRESETS)}')
+    preset = BACKEND_PRESETS[backend]
+    merged['act'].update(copy.deepcopy(preset['act']))
+    preset_overrides = copy.deepcopy(preset['overrides'])
+    if not merged['overrides'][:len(preset_overrides)] == preset_overrides:  # idempotent
+        merged['overrides'] = preset_overrides + list(merged['overrides'])
+    for override in merged['overrides']:
+        for key, value in preset['act'].items():
+            if override.get('act', {}).get(key, value) != value:
+                raise ValueError(f'quant config: override {override["pattern"]!r} sets '
+                                 f'act.{key}={override["act"][key]!r}, which '
+                                 f'backend={backend!r} does not accept')
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:

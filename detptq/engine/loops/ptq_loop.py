@@ -47,13 +47,14 @@ class PTQLoop(BaseLoop):
             different, reproducible subsets. Default: the config's top-level
             ``calib_seed`` key (``--cfg-options calib_seed=1``).
         eval_fp: evaluate the FP model too (kept across resumed runs).
+        run_eval: evaluate at all (False: no labels; result.json has no mAP).
         method, model_name: names written to result.json.
     """
 
     def __init__(self, runner: Runner, dataloader, evaluator,
                  calib_dataloader: dict, quant_cfg: dict,
                  recon_cfg: Optional[dict] = None, num_calib_images: int = 256,
-                 eval_fp: bool = True, method: str = 'ptq',
+                 eval_fp: bool = True, run_eval: bool = True, method: str = 'ptq',
                  model_name: Optional[str] = None,
                  calib_seed: Optional[int] = None) -> None:
         super().__init__(runner, dataloader)
@@ -76,7 +77,8 @@ class PTQLoop(BaseLoop):
                                        not isinstance(calib_seed, int) or calib_seed < 0):
             raise ValueError(f'PTQLoop: calib_seed={calib_seed!r}; expected None or an int >= 0')
         self.calib_seed = calib_seed
-        self.eval_fp = eval_fp
+        self.run_eval = run_eval
+        self.eval_fp = eval_fp and run_eval
         self.method = method
         self.model_name = model_name or runner.experiment_name.split('_2')[0]
 
@@ -123,8 +125,8 @@ class PTQLoop(BaseLoop):
             reconstructor = RECONSTRUCTORS.build(self.recon_cfg)
             recon_stats = reconstructor(q_model, calib, model_fp=None,
                                         work_dir=osp.join(work_dir, 'recon'))
-        q_metrics = short_metrics(evaluate(q_model, self.dataloader,
-                                           self.evaluator, desc='eval quantized'))
+        q_metrics = short_metrics(evaluate(q_model, self.dataloader, self.evaluator,
+                                           desc='eval quantized')) if self.run_eval else {}
         result = self._result(fp_metrics, q_metrics, q_model, calib,
                               time.time() - start, recon_stats)
         save_checkpoint_file({'state_dict': q_model.state_dict(),
@@ -161,6 +163,8 @@ class PTQLoop(BaseLoop):
                                               'extra_ratio') if k in bops}
         if recon_stats:
             result['recon_units'] = len(recon_stats)
+        if not self.run_eval:
+            result['note'] = 'not evaluated (--no-eval): no FP or quantized mAP'
         return result
 
     @staticmethod
@@ -172,5 +176,6 @@ class PTQLoop(BaseLoop):
                  '          ' + ''.join(f'{k:>8}' for k in keys)]
         if fp:
             lines.append('FP        ' + ''.join(f'{fp.get(k, float("nan")):8.3f}' for k in keys))
-        lines.append('quantized ' + ''.join(f'{q[k]:8.3f}' for k in keys))
+        lines.append('quantized ' + (''.join(f'{q[k]:8.3f}' for k in keys)
+                                     or 'not evaluated (--no-eval)'))
         print_log('\n'.join(lines), logger='current')
