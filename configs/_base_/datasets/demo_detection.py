@@ -1,6 +1,11 @@
 # The generated demo data set (detptq.datasets.demo_data): 10 look-alike
-# shape classes at 320 px. Generated on first use into data/demo/ (or
-# $DETPTQ_DEMO_DATA) by the tools; `demo_data` holds the generator settings.
+# shape classes at 320 px. The tools read data_root 'data/demo/' as
+# $DETPTQ_DEMO_DATA when that is set, and generate the set there on first use;
+# a --data-root you give is never generated into (tools/make_demo_data.py does
+# that). `demo_data` holds the generator settings.
+# Splits: train, val (reported mAP), calib (calibration images) and tune
+# (choose hyper-parameters here, never on val): evaluate on tune with
+# `--cfg-options eval_split=tune`.
 dataset_type = 'CocoDataset'
 data_root = 'data/demo/'
 img_scale = (320, 320)
@@ -9,7 +14,8 @@ classes = ('square', 'rectangle', 'disc', 'ring', 'triangle', 'arrowhead',
            'plus', 'x_cross', 'star', 'hexagon')  # = demo_data.DEMO_CLASSES
 metainfo = dict(classes=classes)
 demo_data = dict(seed=0, num_train=4000, num_val=500, num_calib=256,
-                 img_size=320)
+                 num_tune=500, img_size=320)
+eval_split = 'val'  # or 'tune': test_dataloader/test_evaluator become the tune ones
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
@@ -61,3 +67,13 @@ val_evaluator = dict(type='CocoMetric',
                      ann_file=data_root + 'annotations/instances_val.json',
                      metric='bbox', format_only=False, backend_args=backend_args)
 test_evaluator = val_evaluator
+# The tune split (same size as val, its own images) for hyper-parameter choice.
+tune_dataloader = dict(
+    batch_size=8, num_workers=1, persistent_workers=False, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_tune.json',
+                 data_prefix=dict(img='images/tune/'), test_mode=True,
+                 pipeline=test_pipeline, backend_args=backend_args))
+tune_evaluator = dict(val_evaluator,
+                      ann_file=data_root + 'annotations/instances_tune.json')
