@@ -12,6 +12,7 @@ import argparse
 
 from detptq.engine.config_utils import (DictAction, build_eval_runner,
                                         check_data, load_ptq_config)
+from detptq.utils.cli import run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,16 +32,17 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg, checkpoint = load_ptq_config(args)
-    check_data(cfg, ['test_dataloader', 'calib_dataloader'])
+    cfg, checkpoint = load_ptq_config(args)  # every setting checked before any work
+    check_data(cfg, ['test_dataloader', 'calib_dataloader'],
+               min_images={'calib_dataloader': cfg.num_calib_images})
     cfg.test_cfg = dict(
         type='PTQLoop', calib_dataloader=cfg.calib_dataloader,
         quant_cfg=cfg.quant_cfg, recon_cfg=cfg.get('recon_cfg'),
-        num_calib_images=args.num_calib_images or cfg.get('num_calib_images', 256),
+        num_calib_images=cfg.num_calib_images,
         eval_fp=not args.no_fp_eval, method=cfg.get('method', 'ptq'),
         model_name=cfg.get('model_name'))
     build_eval_runner(cfg, checkpoint).test()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

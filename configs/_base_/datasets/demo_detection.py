@@ -69,11 +69,8 @@ val_evaluator = dict(type='CocoMetric',
 test_evaluator = val_evaluator
 # The tune split (same size as val, its own images) for hyper-parameter choice.
 tune_dataloader = dict(
-    batch_size=8, num_workers=1, persistent_workers=False, drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_tune.json',
-                 data_prefix=dict(img='images/tune/'), test_mode=True,
-                 pipeline=test_pipeline, backend_args=backend_args))
+    val_dataloader, dataset=dict(val_dataloader['dataset'],
+                                 ann_file='annotations/instances_tune.json',
+                                 data_prefix=dict(img='images/tune/')))
 tune_evaluator = dict(val_evaluator,
                       ann_file=data_root + 'annotations/instances_tune.json')
