@@ -13,8 +13,10 @@ backend_args = None
 classes = ('square', 'rectangle', 'disc', 'ring', 'triangle', 'arrowhead',
            'plus', 'x_cross', 'star', 'hexagon')  # = demo_data.DEMO_CLASSES
 metainfo = dict(classes=classes)
+# num_tune (the tune split's size) defaults to num_val; not set here, so a
+# config that shrinks num_val shrinks the tune split with it.
 demo_data = dict(seed=0, num_train=4000, num_val=500, num_calib=256,
-                 num_tune=500, img_size=320)
+                 img_size=320)
 eval_split = 'val'  # or 'tune': test_dataloader/test_evaluator become the tune ones
 
 train_pipeline = [
