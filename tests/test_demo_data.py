@@ -6,8 +6,11 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
+import pytest
+
 from detptq.datasets.demo_data import (DEMO_CLASSES, ensure_demo_dataset,
                                        is_demo_dataset_complete, make_demo_dataset)
+from detptq.datasets.demo_folder import DemoDataError
 
 SMALL = dict(num_train=12, num_val=6, num_calib=4, img_size=128)
 
@@ -22,7 +25,7 @@ def test_same_seed_is_byte_identical_and_worker_count_does_not_matter(tmp_path) 
     make_demo_dataset(tmp_path / 'b', seed=3, workers=2, **SMALL)
     make_demo_dataset(tmp_path / 'c', seed=4, workers=1, **SMALL)
     a, b, c = (digest(tmp_path / n) for n in 'abc')
-    assert len(a) == 12 + 6 + 4 + 3 + 1  # images, 3 annotation files, manifest
+    assert len(a) == 12 + 6 + 4 + 6 + 4 + 1  # images (tune as big as val), 4 annotation files, manifest
     assert a == b
     assert a['images/train/000000.jpg'] != c['images/train/000000.jpg']
 
@@ -70,8 +73,75 @@ def test_ensure_keeps_a_complete_folder_and_honours_the_env_root(tmp_path, monke
     first = manifest.stat().st_mtime_ns
     ensure_demo_dataset(seed=0, **SMALL)
     assert manifest.stat().st_mtime_ns == first  # not regenerated
-    ensure_demo_dataset(seed=1, **SMALL)  # other parameters: regenerated
+    before = digest(tmp_path / 'cache')
+    with pytest.raises(DemoDataError, match='seed=0'):  # other settings: refused, not replaced
+        ensure_demo_dataset(seed=1, **SMALL)
+    assert digest(tmp_path / 'cache') == before
+    make_demo_dataset(tmp_path / 'cache', seed=1, force=True, **SMALL)
     assert json.loads(manifest.read_text())['seed'] == 1
+
+
+# sha1 of the annotation files generator version 1 wrote before the tune split existed
+# (commit ea36a91, seed=3, SMALL): adding a split must not change any existing split.
+V1_ANNOTATIONS = {
+    'train': '0d43151e023ebe98546b1f13e711ae9998a0a225',
+    'val': 'a6bf006c04ceffcd20d6b35b5b2c3297268201f9',
+    'calib': 'c63f037f2fe4fe8672de523eac5ea41e347cee65',
+}
+
+
+def test_tune_split_leaves_the_other_splits_unchanged(tmp_path) -> None:
+    make_demo_dataset(tmp_path / 'a', seed=3, workers=1, **SMALL)
+    a = digest(tmp_path / 'a')
+    for split, sha in V1_ANNOTATIONS.items():
+        assert a[f'annotations/instances_{split}.json'] == sha, split
+    # its own stream: no tune image repeats a val image
+    vals = {h for k, h in a.items() if k.startswith('images/val/')}
+    tunes = {h for k, h in a.items() if k.startswith('images/tune/')}
+    assert len(tunes) == SMALL['num_val'] and not vals & tunes
+
+    # a version-1 folder (no tune split in its manifest) only gains the split
+    old = tmp_path / 'a'
+    for path in (old / 'images' / 'tune').iterdir():
+        path.unlink()
+    (old / 'annotations' / 'instances_tune.json').unlink()
+    manifest = json.loads((old / 'manifest.json').read_text())
+    for key in ('files', 'annotations'):
+        del manifest[key]['tune']
+    del manifest['num_tune']
+    (old / 'manifest.json').write_text(json.dumps(manifest))
+    stamps = {p: p.stat().st_mtime_ns for p in old.rglob('*.jpg')}
+    ensure_demo_dataset(old, seed=3, **SMALL)
+    assert digest(old) == a
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # none rewritten
+
+
+def test_generator_never_deletes_foreign_files(tmp_path) -> None:
+    ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    mine = tmp_path / 'images' / 'val' / 'mine.png'
+    mine.write_bytes(b'\x89PNG user file')
+    (tmp_path / 'images/val/000001.jpg').unlink()
+    before = digest(tmp_path)
+    with pytest.raises(DemoDataError, match='images/val/mine.png'):
+        ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    assert digest(tmp_path) == before
+
+
+def test_interrupted_generation_is_finished_on_the_next_call(tmp_path, monkeypatch) -> None:
+    import detptq.datasets.demo_data as demo_data
+    calls = []
+
+    def fail_after_manifest(*args, **kwargs):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_data, '_render_splits', fail_after_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    monkeypatch.undo()
+    assert calls and (tmp_path / 'manifest.json').is_file()  # ours, though unfinished
+    ensure_demo_dataset(tmp_path, seed=0, **SMALL)
+    assert is_demo_dataset_complete(tmp_path, seed=0, **SMALL)
 
 
 def test_demo_config_matches_the_generator() -> None:
@@ -80,4 +150,7 @@ def test_demo_config_matches_the_generator() -> None:
     assert tuple(cfg.classes) == DEMO_CLASSES
     assert cfg.val_evaluator.ann_file == cfg.data_root + 'annotations/instances_val.json'
     assert cfg.calib_dataloader.dataset.ann_file == 'annotations/instances_calib.json'
+    assert cfg.tune_dataloader.dataset.ann_file == 'annotations/instances_tune.json'
+    assert cfg.tune_evaluator.ann_file == cfg.data_root + 'annotations/instances_tune.json'
+    assert cfg.eval_split == 'val'
     assert cfg.demo_data.img_size == cfg.img_scale[0] == cfg.img_scale[1]

@@ -195,4 +195,5 @@ def test_tool_end_to_end(tmp_path, fp_model, both_results) -> None:
     bad = run_tool(tmp_path, str(cfg), '--metric', 'kl')
     assert bad.returncode == 2 and "invalid choice: 'kl'" in bad.stderr
     bad = run_tool(tmp_path, str(tmp_path / 'none.py'))
-    assert bad.returncode == 1 and bad.stderr.strip().startswith('error: config file not found')
+    assert bad.returncode == 2 and bad.stderr.strip().startswith(
+        'analyze_sensitivity.py: error: config file') and 'does not exist' in bad.stderr

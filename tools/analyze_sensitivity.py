@@ -70,12 +70,9 @@ def calib_inputs(runner, model, loader_cfg, num_images: int) -> List:
 
 
 def main() -> None:
-    args = parse_args()
-    from detptq.utils.checkpoint import CheckpointError
-    try:
-        run(args)
-    except (FileNotFoundError, CheckpointError) as err:  # missing config/data/checkpoint
-        raise SystemExit(f'error: {err}')
+    args = parse_args()  # bad arguments fail before the slow imports
+    from detptq.utils.cli import run_tool
+    run_tool(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:

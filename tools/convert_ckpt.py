@@ -14,9 +14,9 @@ tensor shapes; a ``--config`` contradicting those class names is refused.
 """
 import argparse
 import json
-import sys
 
 from detptq.models.converters import ConversionError, convert_checkpoint
+from detptq.utils.cli import UserInputError, run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,8 +40,7 @@ def main() -> int:
         ckpt = convert_checkpoint(args.src, args.out, config=args.config,
                                   model_type=args.model_type)
     except ConversionError as err:
-        print(f'convert_ckpt: error: {err}', file=sys.stderr)
-        return 1
+        raise UserInputError(str(err)) from err
     meta = ckpt['meta']
     print(f"converted {meta['source_format']} -> {args.out}")
     print(f"  model: {meta['looks_like']}  config: {meta['config']}")
@@ -58,4 +57,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import os.path as osp
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 
@@ -99,29 +97,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from detptq.export import (DetectorExportWrapper, export_qdq_onnx, load_quantized_model)
     from detptq.export.verify import (calibration_images, compare_with_pytorch,
                                       evaluate_onnx, make_session)
-    from detptq.utils.checkpoint import CheckpointError
+    from detptq.engine.input_checks import ensure_writable_dir
+    from detptq.utils.cli import UserInputError
 
     if not osp.isfile(args.config):
-        raise SystemExit(f'config file not found: {args.config!r}')
+        raise UserInputError(f'config file {args.config!r} does not exist')
     if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint not found: {args.checkpoint!r} (tools/quantize.py '
-                         'writes WORK_DIR/quantized.pth)')
+        raise UserInputError(f'checkpoint {args.checkpoint!r} does not exist '
+                             '(tools/quantize.py writes WORK_DIR/quantized.pth)')
     if args.opset < 13:
-        raise SystemExit(f'--opset {args.opset}: per-channel Q/DQ needs opset >= 13')
+        raise UserInputError(f'--opset {args.opset}: per-channel Q/DQ needs opset >= 13')
+    if args.num_verify_images < 1:
+        raise UserInputError(f'--num-verify-images {args.num_verify_images}: expected >= 1')
     cfg = load_config(args.config, args.cfg_options)
     if args.data_root:
         set_data_root(cfg, args.data_root)
-    try:
-        q_model = load_quantized_model(cfg, args.checkpoint)
-    except CheckpointError as err:
-        raise SystemExit(str(err)) from err
-    height, width = args.shape or letterbox_shape(cfg)
     out = args.out or osp.join(osp.dirname(osp.abspath(args.checkpoint)),
                                'quantized_decode.onnx' if args.decode else 'quantized.onnx')
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    images = None
+    ensure_writable_dir(osp.dirname(osp.abspath(out)), 'export folder')
     if args.verify or args.int8_conv_outputs:
         check_data(cfg, ['calib_dataloader'])
+    if args.eval:
+        check_data(cfg, ['test_dataloader'])
+    q_model = load_quantized_model(cfg, args.checkpoint)  # CheckpointError: one sentence
+    height, width = args.shape or letterbox_shape(cfg)
+    images = None
+    if args.verify or args.int8_conv_outputs:
         images = calibration_images(cfg, q_model, args.num_verify_images)
     result = export_qdq_onnx(q_model, out, (1, 3, height, width), decode=args.decode,
                              opset=args.opset, unify=not args.no_unify,
@@ -146,7 +147,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _print_compare(stats)
         summary['verify'] = stats
     if args.eval:
-        check_data(cfg, ['test_dataloader'])
         metrics = evaluate_onnx(make_session(out, args.threads), q_model, cfg, args.decode)
         summary['onnx_metrics'] = metrics
         print('ONNX (onnxruntime) COCO: ' + '  '.join(f'{k} {v:.3f}' for k, v in metrics.items()))
@@ -162,4 +162,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from detptq.utils.cli import run_tool
+    run_tool(main)

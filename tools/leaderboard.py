@@ -192,4 +192,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from detptq.utils.cli import run_tool
+    run_tool(main)

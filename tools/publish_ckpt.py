@@ -17,10 +17,12 @@ import torch
 from mmengine.registry import init_default_scope
 
 from detptq.engine.config_utils import load_config
+from detptq.engine.input_checks import ensure_writable_dir
 from detptq.models.deploy import switch_to_deploy
 from detptq.registry import MODELS
 from detptq.utils.checkpoint import (load_checkpoint_file, save_checkpoint_file,
                                      state_dict_of, trust_directory)
+from detptq.utils.cli import UserInputError, run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +40,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = load_config(args.config)
+    if not osp.isfile(args.checkpoint):
+        raise UserInputError(f'checkpoint {args.checkpoint!r} does not exist')
+    ensure_writable_dir(osp.dirname(osp.abspath(args.out)), 'output folder')
     init_default_scope(cfg.get('default_scope', 'detptq'))
     model = MODELS.build(cfg.model)
     # A Runner's own checkpoint (MessageHub pickles need full unpickling):
@@ -67,4 +72,4 @@ def main() -> None:
 
 if __name__ == '__main__':
     torch.set_grad_enabled(False)
-    main()
+    run_tool(main)

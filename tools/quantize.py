@@ -16,6 +16,7 @@ import os.path as osp
 from detptq.datasets.image_folder import DEFAULT_CALIB_SEED
 from detptq.engine.config_utils import (DictAction, build_eval_runner, calib_dir_dataloader,
                                         check_data, load_ptq_config)
+from detptq.utils.cli import UserInputError, run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,7 +56,7 @@ def use_calib_dir(cfg, calib_dir: str, num_images: int, seed: int) -> None:
     try:
         dataset = DATASETS.build(cfg.calib_dataloader['dataset'])
     except ImageFolderError as err:
-        raise SystemExit(str(err)) from None
+        raise UserInputError(str(err)) from None
     os.makedirs(cfg.work_dir, exist_ok=True)
     with open(osp.join(cfg.work_dir, 'calib_files.txt'), 'w') as f:
         f.writelines(path + '\n' for path in dataset.file_list())
@@ -69,15 +70,16 @@ def skip_evaluation(cfg) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg, checkpoint = load_ptq_config(args)
-    num_calib_images = args.num_calib_images or cfg.get('num_calib_images', 256)
+    cfg, checkpoint = load_ptq_config(args)  # every setting checked before any work
+    num_calib_images = cfg.num_calib_images
     if args.calib_dir:
         use_calib_dir(cfg, args.calib_dir, num_calib_images, args.calib_seed)
     if args.no_eval:
         skip_evaluation(cfg)
     needed = ([] if args.no_eval else ['test_dataloader']) + \
         ([] if args.calib_dir else ['calib_dataloader'])
-    check_data(cfg, needed)
+    check_data(cfg, needed, min_images=None if args.calib_dir
+               else {'calib_dataloader': num_calib_images})
     cfg.test_cfg = dict(
         type='PTQLoop', calib_dataloader=cfg.calib_dataloader,
         quant_cfg=cfg.quant_cfg, recon_cfg=cfg.get('recon_cfg'),
@@ -88,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -11,9 +11,10 @@ import argparse
 import json
 import os.path as osp
 
-from detptq.engine.config_utils import (DictAction, build_eval_runner,
-                                        check_checkpoint, check_data,
-                                        load_config, set_data_root)
+from detptq.engine.config_utils import (DictAction, build_eval_runner, check_data,
+                                        load_config, require_checkpoint, set_data_root)
+from detptq.engine.input_checks import check_run_types, ensure_writable_dir
+from detptq.utils.cli import run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,8 +35,12 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     if args.data_root:
         set_data_root(cfg, args.data_root)
-    check_checkpoint(args.checkpoint)
+    require_checkpoint(args.checkpoint)
+    check_run_types(cfg, ['test_dataloader'], ['test_evaluator'])
     check_data(cfg, ['test_dataloader'])
+    ensure_writable_dir(cfg.work_dir, 'work dir')
+    if args.out:
+        ensure_writable_dir(osp.dirname(osp.abspath(args.out)), '--out folder')
     metrics = build_eval_runner(cfg, args.checkpoint).test()
     print(json.dumps(metrics, indent=2))
     if args.out:
@@ -46,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

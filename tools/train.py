@@ -7,7 +7,9 @@ import argparse
 from mmengine.runner import Runner
 
 from detptq.engine.config_utils import DictAction, check_data, load_config
+from detptq.engine.input_checks import check_run_types, ensure_writable_dir
 from detptq.utils.checkpoint import trust_directory
+from detptq.utils.cli import run_tool
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,11 +32,13 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    check_run_types(cfg, ['train_dataloader', 'val_dataloader'], ['val_evaluator'])
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    ensure_writable_dir(cfg.work_dir, 'work dir')
     # --resume reads the Runner's own checkpoints back from this work dir
     trust_directory(cfg.work_dir)
     Runner.from_cfg(cfg).train()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

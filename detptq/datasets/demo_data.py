@@ -3,39 +3,46 @@
 No real data set can be downloaded here, so the demo, the training configs and
 the tests run on this one. Layout under the root folder::
 
-    images/{train,val,calib}/000000.jpg ...
-    annotations/instances_{train,val,calib}.json   (COCO detection format)
-    manifest.json                                  (written last: marks completion)
+    images/{train,val,calib,tune}/000000.jpg ...
+    annotations/instances_{train,val,calib,tune}.json   (COCO detection format)
+    manifest.json       (settings first; a split is listed in ``files`` once finished)
 
 Every image is drawn from its own random stream seeded by (seed, split,
 index), so the output is byte-identical for the same parameters whatever the
-number of worker processes. See ``demo_scene`` for the annotation rules
+number of worker processes, and adding a split (``tune``, for choosing
+hyper-parameters without looking at val) leaves the others' bytes unchanged.
+The generator only writes into an empty folder or one it wrote itself
+(``demo_folder``). See ``demo_scene`` for the annotation rules
 (visible-extent boxes, objects occluded > 60 % dropped) and ``demo_shapes``
 for the classes.
 """
 import ctypes
 import fcntl
 import json
+import logging
 import multiprocessing
 import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Dict, Iterator, Optional
 
 import cv2
 import numpy as np
+from mmengine.logging import print_log
 
+from .demo_folder import (MANIFEST, DemoDataError, missing_files, plan_generation,
+                          read_manifest, remove_split_files)
 from .demo_scene import SHAPE_CLASSES, render_scene
 
 DEMO_CLASSES: tuple[str, ...] = SHAPE_CLASSES
-SPLITS: tuple[str, ...] = ('train', 'val', 'calib')
-# Bump when the drawing code changes, so cached folders are regenerated.
+SPLITS: tuple[str, ...] = ('train', 'val', 'calib', 'tune')
+# Bump when the drawing code changes (folders of another version are then
+# refused until regenerated with --force). Adding the tune split changed no
+# existing byte, so version-1 folders stay valid and only gain the split.
 GENERATOR_VERSION = 1
 JPEG_QUALITY = 90
 ENV_VAR = 'DETPTQ_DEMO_DATA'
-MANIFEST = 'manifest.json'
-_SPLIT_CODES = {'train': 0, 'val': 1, 'calib': 2}
+_SPLIT_CODES = {'train': 0, 'val': 1, 'calib': 2, 'tune': 3}  # never renumber: seeds depend on it
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
@@ -108,29 +115,90 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _parameters(seed: int, num_train: int, num_val: int, num_calib: int,
-                img_size: int) -> dict:
-    return dict(generator_version=GENERATOR_VERSION, seed=seed,
-                num_train=num_train, num_val=num_val, num_calib=num_calib,
-                img_size=img_size, classes=list(DEMO_CLASSES))
+def _split_counts(num_train: int, num_val: int, num_calib: int,
+                  num_tune: Optional[int]) -> Dict[str, int]:
+    """Images per split; the tune split defaults to the size of val."""
+    return dict(train=num_train, val=num_val, calib=num_calib,
+                tune=num_val if num_tune is None else num_tune)
+
+
+def _common(seed: int, img_size: int) -> dict:
+    return dict(generator_version=GENERATOR_VERSION, seed=seed, img_size=img_size,
+                classes=list(DEMO_CLASSES))
+
+
+def _manifest(common: dict, counts: Dict[str, int], old: Optional[dict],
+              done: Dict[str, int]) -> dict:
+    """Manifest recording the settings; ``files``/``annotations`` list finished splits only."""
+    manifest = dict(common)
+    manifest.update({f'num_{split}': n for split, n in counts.items()})
+    manifest['files'] = {s: n for s, n in ((old or {}).get('files') or {}).items() if s in counts}
+    manifest['annotations'] = {s: n for s, n in ((old or {}).get('annotations') or {}).items()
+                               if s in manifest['files']}
+    for split in done:
+        manifest['files'][split] = counts[split]
+        manifest['annotations'][split] = done[split]
+    for key in ('files', 'annotations'):  # split order, so a repaired set's manifest is unchanged
+        manifest[key] = {s: manifest[key][s] for s in counts if s in manifest[key]}
+    return manifest
 
 
 def make_demo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 4000,
                       num_val: int = 500, num_calib: int = 256, img_size: int = 320,
-                      workers: int | None = None, progress: bool = False) -> dict:
-    """Generate the data set into out_dir (its images/<split> folders are replaced); return the manifest."""
+                      workers: int | None = None, progress: bool = False,
+                      num_tune: int | None = None, force: bool = False) -> dict:
+    """Generate (or complete) the data set in out_dir if that is safe; return the manifest.
+
+    Only an empty/new folder or one this generator wrote (see ``demo_folder``)
+    is touched; ``force`` regenerates a set made with other settings. Raises
+    DemoDataError naming the folder otherwise.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten last
+    counts = _split_counts(num_train, num_val, num_calib, num_tune)
+    common = _common(seed, img_size)
+    if out.exists() and not out.is_dir():
+        raise DemoDataError(f'{out} is a file, not a folder; choose another folder for the '
+                            'demo data set')
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DemoDataError(f'cannot create the demo data folder {out}: {err.strerror}') from err
+    with _exclusive_lock(out):
+        plan = plan_generation(out, common, counts, force=force)
+        if plan.reason:
+            print_log(f'demo data: {plan.reason}', logger='current',
+                      level=logging.WARNING if plan.loud else logging.INFO)
+        if not plan.build:
+            return read_manifest(out)
+        # Settings first, finished splits only: an interrupted run is still ours.
+        kept = {s: n for s, n in ((plan.old_manifest or {}).get('annotations') or {}).items()
+                if s in plan.keep}
+        pending = _manifest(common, counts, None, {})
+        pending['annotations'], pending['files'] = kept, {s: counts[s] for s in kept}
+        old_counts = plan.old_manifest or {}
+        for split in plan.build:
+            remove_split_files(out, split, [counts[split], old_counts.get(f'num_{split}')])
+        _write_json(out / MANIFEST, pending)
+        objects = _render_splits(out, plan.build, counts, seed, img_size, workers, progress)
+        done = {}
+        for split in plan.build:
+            coco = _coco_dict(split, img_size, objects[split])
+            _write_json(out / 'annotations' / f'instances_{split}.json', coco)
+            done[split] = len(coco['annotations'])
+        manifest = _manifest(common, counts, pending, done)
+        _write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _render_splits(out: Path, splits: list, counts: Dict[str, int], seed: int, img_size: int,
+                   workers: int | None, progress: bool) -> Dict[str, list]:
+    """Draw and write every image of ``splits``; return each split's per-image objects."""
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
-    counts = dict(train=num_train, val=num_val, calib=num_calib)
     tasks = []
-    for split in SPLITS:
-        shutil.rmtree(out / 'images' / split, ignore_errors=True)
-        (out / 'images' / split).mkdir(parents=True)
+    for split in splits:
+        (out / 'images' / split).mkdir(parents=True, exist_ok=True)
         tasks += [(str(out), split, i, seed, img_size) for i in range(counts[split])]
     (out / 'annotations').mkdir(exist_ok=True)
-
     bar = None
     if progress:
         from tqdm import tqdm
@@ -143,19 +211,11 @@ def make_demo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_train: int 
                 bar.update()
     if bar is not None:
         bar.close()
-
-    manifest = _parameters(seed, num_train, num_val, num_calib, img_size)
-    manifest['files'], manifest['annotations'] = {}, {}
-    start = 0
-    for split in SPLITS:
-        per_image = results[start:start + counts[split]]
+    per_split, start = {}, 0
+    for split in splits:
+        per_split[split] = results[start:start + counts[split]]
         start += counts[split]
-        coco = _coco_dict(split, img_size, per_image)
-        _write_json(out / 'annotations' / f'instances_{split}.json', coco)
-        manifest['files'][split] = counts[split]
-        manifest['annotations'][split] = len(coco['annotations'])
-    _write_json(out / MANIFEST, manifest)
-    return manifest
+    return per_split
 
 
 @contextmanager
@@ -171,47 +231,43 @@ def _worker_map(workers: int) -> Iterator:
         yield lambda fn, tasks: pool.imap(fn, tasks, chunksize=16)
 
 
-def is_demo_dataset_complete(root: str | os.PathLike, **params) -> bool:
+def is_demo_dataset_complete(root: str | os.PathLike, seed: int = 0, num_train: int = 4000,
+                             num_val: int = 500, num_calib: int = 256, img_size: int = 320,
+                             num_tune: int | None = None) -> bool:
     """True if root holds a finished data set generated with these parameters."""
     root = Path(root)
-    try:
-        manifest = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = read_manifest(root)
+    if manifest is None:
         return False
-    if any(manifest.get(k) != v for k, v in _parameters(**params).items()):
+    common = _common(seed, img_size)
+    if any(manifest.get(k) != v for k, v in common.items()):
         return False
-    for split in SPLITS:
-        if not (root / 'annotations' / f'instances_{split}.json').is_file():
-            return False
-        folder = root / 'images' / split
-        found = sum(1 for e in os.scandir(folder) if e.name.endswith('.jpg')) \
-            if folder.is_dir() else -1
-        if found != manifest['files'][split]:
-            return False
-    return True
+    finished = manifest.get('files') or {}
+    counts = _split_counts(num_train, num_val, num_calib, num_tune)
+    return all(finished.get(split) == n and manifest.get(f'num_{split}') == n
+               and not missing_files(root, split, n) for split, n in counts.items())
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Cross-process lock so concurrent callers don't generate the same folder twice."""
-    with open(path, 'w') as handle:
+def _exclusive_lock(folder: Path) -> Iterator[None]:
+    """Cross-process lock on the folder itself, so concurrent callers don't generate it twice."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
 
 
 def ensure_demo_dataset(root: str | os.PathLike | None = None, seed: int = 0,
                         num_train: int = 4000, num_val: int = 500, num_calib: int = 256,
                         img_size: int = 320, workers: int | None = None,
-                        progress: bool = False) -> str:
-    """Generate the demo data set into root (default: default_demo_root()) unless already complete; return root."""
+                        progress: bool = False, num_tune: int | None = None) -> str:
+    """Generate or complete the demo data set in root (default: default_demo_root()) when that is safe; return root."""
     root = Path(root) if root is not None else default_demo_root()
-    root.mkdir(parents=True, exist_ok=True)
-    params = dict(seed=seed, num_train=num_train, num_val=num_val,
-                  num_calib=num_calib, img_size=img_size)
-    with _exclusive_lock(root / '.generate.lock'):
-        if not is_demo_dataset_complete(root, **params):
-            make_demo_dataset(root, workers=workers, progress=progress, **params)
+    params = dict(seed=seed, num_train=num_train, num_val=num_val, num_calib=num_calib,
+                  img_size=img_size, num_tune=num_tune)
+    if not is_demo_dataset_complete(root, **params):  # read-only fast path first
+        make_demo_dataset(root, workers=workers, progress=progress, **params)
     return str(root)

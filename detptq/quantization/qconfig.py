@@ -28,6 +28,8 @@ import copy
 from fnmatch import fnmatchcase
 from typing import Any, Dict, List, Optional, Sequence
 
+from .quantizer import PASS_THROUGH_BITS
+
 QUANTIZER_KEYS = {
     'type', 'calibrator', 'symmetric', 'unsigned', 'narrow_range', 'per_channel', 'ch_axis',
     'learn_scale'
@@ -85,10 +87,11 @@ DEFAULT_QCFG: Dict[str, Any] = dict(
 
 
 def _check_bits(where: str, value: Any) -> None:
-    if isinstance(value,
-                  bool) or not isinstance(value, int) or not (2 <= value <= 8 or value >= 16):
-        raise ValueError(
-            f'quant config: {where}={value!r} is invalid; use 2..8, or >= 16 to keep in float')
+    # Only 16 means "keep in float": w_bits=33 is a typo, not a wish for float weights.
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+            2 <= value <= 8 or value == PASS_THROUGH_BITS):
+        raise ValueError(f'quant config: {where}={value!r} is invalid; use 2..8, or '
+                         f'{PASS_THROUGH_BITS} to keep the layer in float')
 
 
 def _check_quantizer_cfg(where: str, cfg: Any) -> None:

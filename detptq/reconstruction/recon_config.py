@@ -9,6 +9,25 @@ from typing import Optional
 MODES = ('layer', 'brecq', 'qdrop')
 
 
+def _check_number(key: str, value, integer: bool = False, low: Optional[float] = None,
+                  high: Optional[float] = None, low_open: bool = False,
+                  high_open: bool = False) -> None:
+    """ValueError naming ``key`` unless ``value`` is a number in the given range."""
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and value == value  # not NaN
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = '' if low is None else f'{"(" if low_open else "["}{low}, '
+        hi = '' if high is None else f'{high}{")" if high_open else "]"}'
+        span = f'in {lo}{hi}' if low is not None and high is not None else \
+            f'{">" if low_open else ">="} {low}'
+        raise ValueError(f'ReconConfig: {key}={value!r} is invalid; expected '
+                         f'{"an integer" if integer else "a number"} {span}')
+
+
 @dataclass
 class ReconConfig:
     """Settings of one reconstruction run (defaults: docs/METHOD.md section 6)."""
@@ -37,10 +56,20 @@ class ReconConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f'ReconConfig: mode={self.mode!r}, expected one of {MODES}')
-        if not 0 < self.drop_prob <= 1:
-            raise ValueError(f'ReconConfig: drop_prob={self.drop_prob} must be in (0, 1]')
-        if self.iters < 1 or self.batch_size < 1:
-            raise ValueError('ReconConfig: iters and batch_size must be >= 1')
+        for key in ('iters', 'batch_size', 'eval_samples', 'log_interval'):
+            _check_number(key, getattr(self, key), integer=True, low=1)
+        _check_number('cache_max_bytes', self.cache_max_bytes, integer=True, low=0)
+        _check_number('seed', self.seed, integer=True, low=0)
+        # drop_prob is the probability an activation IS quantized: 0 would never quantize
+        _check_number('drop_prob', self.drop_prob, low=0, high=1, low_open=True)
+        _check_number('warm_up', self.warm_up, low=0, high=1)
+        for key in ('round_weight', 'lr_act'):
+            _check_number(key, getattr(self, key), low=0)
+        for key in ('lr_round', 'p', 'b_start', 'b_end'):
+            _check_number(key, getattr(self, key), low=0, low_open=True)
+        for key in ('learn_act_scale', 'l2_units', 'progress'):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f'ReconConfig: {key}={getattr(self, key)!r} must be True or False')
 
     @property
     def effective_drop_prob(self) -> float:

@@ -1,6 +1,11 @@
 # The generated demo data set (detptq.datasets.demo_data): 10 look-alike
-# shape classes at 320 px. Generated on first use into data/demo/ (or
-# $DETPTQ_DEMO_DATA) by the tools; `demo_data` holds the generator settings.
+# shape classes at 320 px. The tools read data_root 'data/demo/' as
+# $DETPTQ_DEMO_DATA when that is set, and generate the set there on first use;
+# a --data-root you give is never generated into (tools/make_demo_data.py does
+# that). `demo_data` holds the generator settings.
+# Splits: train, val (reported mAP), calib (calibration images) and tune
+# (choose hyper-parameters here, never on val): evaluate on tune with
+# `--cfg-options eval_split=tune`.
 dataset_type = 'CocoDataset'
 data_root = 'data/demo/'
 img_scale = (320, 320)
@@ -8,8 +13,11 @@ backend_args = None
 classes = ('square', 'rectangle', 'disc', 'ring', 'triangle', 'arrowhead',
            'plus', 'x_cross', 'star', 'hexagon')  # = demo_data.DEMO_CLASSES
 metainfo = dict(classes=classes)
+# num_tune (the tune split's size) defaults to num_val; not set here, so a
+# config that shrinks num_val shrinks the tune split with it.
 demo_data = dict(seed=0, num_train=4000, num_val=500, num_calib=256,
                  img_size=320)
+eval_split = 'val'  # or 'tune': test_dataloader/test_evaluator become the tune ones
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
@@ -61,3 +69,10 @@ val_evaluator = dict(type='CocoMetric',
                      ann_file=data_root + 'annotations/instances_val.json',
                      metric='bbox', format_only=False, backend_args=backend_args)
 test_evaluator = val_evaluator
+# The tune split (same size as val, its own images) for hyper-parameter choice.
+tune_dataloader = dict(
+    val_dataloader, dataset=dict(val_dataloader['dataset'],
+                                 ann_file='annotations/instances_tune.json',
+                                 data_prefix=dict(img='images/tune/')))
+tune_evaluator = dict(val_evaluator,
+                      ann_file=data_root + 'annotations/instances_tune.json')
