@@ -95,6 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from detptq.export.verify import (calibration_images, compare_with_pytorch,
                                       evaluate_onnx, make_session)
     from detptq.utils.checkpoint import CheckpointError
+    from detptq.utils.io import write_json_atomic
 
     if not osp.isfile(args.config):
         raise SystemExit(f'config file not found: {args.config!r}')
@@ -147,8 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary['pytorch_metrics'] = reference
             print('PyTorch fake-quant (result.json): ' + '  '.join(
                 f'{k} {v:.3f}' for k, v in reference.items() if k in metrics))
-    with open(out + '.json', 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(summary, out + '.json', indent=2)
     print(f'summary: {out}.json')
     return 0
 

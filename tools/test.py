@@ -11,6 +11,8 @@ import argparse
 import json
 import os.path as osp
 
+from detptq.utils.io import write_json_atomic
+
 from detptq.engine.config_utils import (DictAction, build_eval_runner,
                                         check_checkpoint, check_data,
                                         load_config, set_data_root)
@@ -39,10 +41,9 @@ def main() -> None:
     metrics = build_eval_runner(cfg, args.checkpoint).test()
     print(json.dumps(metrics, indent=2))
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(config=osp.abspath(args.config),
-                           checkpoint=osp.abspath(args.checkpoint),
-                           metrics=metrics), f, indent=2)
+        write_json_atomic(dict(config=osp.abspath(args.config),
+                               checkpoint=osp.abspath(args.checkpoint),
+                               metrics=metrics), args.out, indent=2)
 
 
 if __name__ == '__main__':
