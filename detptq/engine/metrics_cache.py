@@ -66,11 +66,6 @@ def fp_metrics_fingerprint(cfg: Config, checkpoint: str) -> Fingerprint:
         test_images=digest_of(_image_listing(cfg)))
 
 
-def fp_metrics_key(cfg: Config, checkpoint: str) -> str:
-    """The cache key: one digest over the fingerprint's parts."""
-    return fp_metrics_fingerprint(cfg, checkpoint).digest
-
-
 def load_fp_metrics(key: str) -> Optional[Dict[str, float]]:
     """Metrics stored under ``key`` by an earlier run, or None (also for an unreadable entry)."""
     path = osp.join(cache_dir(), f'{key}.json')
