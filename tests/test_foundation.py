@@ -10,8 +10,7 @@ from mmengine.registry import init_default_scope
 import detptq
 from detptq.registry import MODELS, TRANSFORMS
 from detptq.utils.checkpoint import (CheckpointError, is_deploy_checkpoint,
-                                     load_checkpoint_file,
-                                     save_checkpoint_file, trust_directory)
+                                     load_checkpoint_file, save_checkpoint_file)
 
 CONFIG_TEXT = """
 default_scope = 'detptq'
@@ -60,20 +59,32 @@ def test_plain_checkpoint_round_trip(tmp_path) -> None:
     assert is_deploy_checkpoint(path)
 
 
-def test_runner_checkpoints_load_only_from_a_trusted_work_dir(tmp_path) -> None:
+def test_runner_checkpoints_load_weights_only_wherever_they_are(tmp_path) -> None:
     from mmengine.logging import HistoryBuffer
     buf = HistoryBuffer()
     buf.update(1.5)
-    work_dir = tmp_path / 'work'
-    work_dir.mkdir()
-    path = str(work_dir / 'epoch_1.pth')
+    path = str(tmp_path / 'epoch_1.pth')
     torch.save({'message_hub': {'log_scalars': {'loss': buf}},
                 'meta': {'seed': np.int64(1)}}, path)
-    with pytest.raises(CheckpointError, match='HistoryBuffer|getattr'):
-        load_checkpoint_file(path)
-    trust_directory(str(work_dir))
+    # no folder is trusted: mmengine's HistoryBuffer is on the weights-only allow-list
     loaded = load_checkpoint_file(path)
     assert loaded['message_hub']['log_scalars']['loss'].current() == 1.5
+    assert loaded['meta']['seed'] == 1
+
+
+def test_truncated_and_random_files_name_the_file(tmp_path) -> None:
+    good = str(tmp_path / 'good.pth')
+    save_checkpoint_file({'state_dict': {'w': torch.randn(64, 64)}}, good)
+    data = open(good, 'rb').read()
+    for name, content in (('half.pth', data[:len(data) // 2]),
+                          ('noise.pth', bytes(np.random.default_rng(0).integers(0, 256, 4096,
+                                                                                 dtype=np.uint8))),
+                          ('empty.pth', b'')):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError, match='not a readable PyTorch checkpoint') as err:
+            load_checkpoint_file(str(path))
+        assert name in str(err.value)
 
 
 class Arbitrary:  # a class no checkpoint should be allowed to instantiate

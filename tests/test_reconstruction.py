@@ -143,6 +143,42 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert done[-4:] == [0, 1, 2, 3]
 
 
+def test_stale_or_corrupt_unit_states_are_recomputed_with_a_reason(tmp_path, monkeypatch):
+    from detptq.utils.fingerprint import Fingerprint
+    q, data = make_quantized()
+    run = Fingerprint().with_parts(quant_cfg=dict(w_bits=3), checkpoint='a' * 64)
+    q_a = copy.deepcopy(q)
+    work = str(tmp_path)
+    reconstruct(None, q_a, partition_units(q_a), data, fast_cfg(), work_dir=work, fingerprint=run)
+    real = block_reconstruction.reconstruct_unit
+    done = []
+    monkeypatch.setattr(block_reconstruction, 'reconstruct_unit',
+                        lambda *a, **k: done.append(a[4]) or real(*a, **k))
+    logged = []
+    monkeypatch.setattr(block_reconstruction, 'print_log',
+                        lambda msg, **k: logged.append(msg))
+    # a truncated state file: only that unit is recomputed (the units after it still fit,
+    # since its recomputed state is the same), and the result is unchanged
+    path = block_reconstruction.state_path(work, 1)
+    with open(path, 'rb') as f:
+        content = f.read()
+    with open(path, 'wb') as f:
+        f.write(content[:len(content) // 3])
+    q_b = copy.deepcopy(q)
+    reconstruct(None, q_b, partition_units(q_b), data, fast_cfg(), work_dir=work, fingerprint=run)
+    assert done == [1]
+    assert any('unit_001.pth is unreadable' in m for m in logged)
+    assert states_equal(q_a, q_b)
+    # another run input (here the quant config): every unit is recomputed and the log says why
+    done.clear()
+    logged.clear()
+    q_c = copy.deepcopy(q)
+    reconstruct(None, q_c, partition_units(q_c), data, fast_cfg(), work_dir=work,
+                fingerprint=run.with_parts(quant_cfg=dict(w_bits=4)))
+    assert done == [0, 1, 2, 3]
+    assert any('unit_000.pth is stale (quant_cfg changed)' in m for m in logged)
+
+
 def test_layer_wise_adaround_through_the_registry():
     q, data = make_quantized()
     recon = RECONSTRUCTORS.build(dict(type='AdaRoundReconstructor', iters=20, batch_size=4,

@@ -99,6 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       evaluate_onnx, make_session)
     from detptq.engine.input_checks import ensure_writable_dir
     from detptq.utils.cli import UserInputError
+    from detptq.utils.io import write_json_atomic
 
     if not osp.isfile(args.config):
         raise UserInputError(f'config file {args.config!r} does not exist')
@@ -155,8 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary['pytorch_metrics'] = reference
             print('PyTorch fake-quant (result.json): ' + '  '.join(
                 f'{k} {v:.3f}' for k, v in reference.items() if k in metrics))
-    with open(out + '.json', 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_json_atomic(summary, out + '.json', indent=2)
     print(f'summary: {out}.json')
     return 0
 

@@ -16,20 +16,22 @@ import time
 import torch
 from mmengine.registry import init_default_scope
 
-from detptq.engine.config_utils import load_config
+from detptq.engine.config_utils import check_checkpoint, load_config
+from detptq.engine.hooks.strict_load_hook import (CheckpointMismatchError, checkpoint_state,
+                                                  mismatch_message)
 from detptq.engine.input_checks import ensure_writable_dir
 from detptq.models.deploy import switch_to_deploy
 from detptq.registry import MODELS
-from detptq.utils.checkpoint import (load_checkpoint_file, save_checkpoint_file,
-                                     state_dict_of, trust_directory)
+from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
 from detptq.utils.cli import UserInputError, run_tool
+from detptq.utils.io import write_json_atomic
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='a checkpoint your own tools/train.py run wrote '
-                        '(e.g. work_dirs/x/epoch_5.pth); it is fully unpickled')
+    parser.add_argument('checkpoint', help='a checkpoint tools/train.py wrote '
+                        '(e.g. work_dirs/x/epoch_5.pth); read weights-only, never unpickled')
     parser.add_argument('out', help='output .pth')
     parser.add_argument('--fp16', action='store_true', help='store weights as FP16')
     parser.add_argument('--metrics-json', help='tools/test.py --out file to record')
@@ -45,12 +47,18 @@ def main() -> None:
     ensure_writable_dir(osp.dirname(osp.abspath(args.out)), 'output folder')
     init_default_scope(cfg.get('default_scope', 'detptq'))
     model = MODELS.build(cfg.model)
-    # A Runner's own checkpoint (MessageHub pickles need full unpickling):
-    # only pass checkpoints your own tools/train.py wrote.
-    trust_directory(osp.dirname(osp.abspath(args.checkpoint)))
-    # its state_dict holds the EMA weights
+    check_checkpoint(args.checkpoint)
+    # weights-only with mmengine's MessageHub classes allowed: nothing in the file runs
     source = load_checkpoint_file(args.checkpoint)
-    model.load_state_dict(state_dict_of(source), strict=True)
+    if not isinstance(source, dict):
+        raise CheckpointMismatchError(f'{args.checkpoint!r} holds a {type(source).__name__}, '
+                                      'not a checkpoint dict')
+    state = checkpoint_state(source)  # its state_dict holds the EMA weights
+    meta = source.get('meta') if isinstance(source.get('meta'), dict) else None
+    problem = mismatch_message(args.checkpoint, state, model.state_dict(), meta)
+    if problem:
+        raise CheckpointMismatchError(problem)
+    model.load_state_dict(state, strict=True)
     switch_to_deploy(model)
     state = {k: (v.half() if args.fp16 and v.is_floating_point() else v)
              for k, v in model.state_dict().items()}
@@ -64,8 +72,7 @@ def main() -> None:
         with open(args.metrics_json) as f:
             record['metrics'] = json.load(f).get('metrics')
     save_checkpoint_file({'state_dict': state, 'meta': record}, args.out)
-    with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
-        json.dump(record, f, indent=2)
+    write_json_atomic(record, osp.splitext(args.out)[0] + '.json', indent=2)
     size = osp.getsize(args.out) / 2 ** 20
     print(f'wrote {args.out} ({size:.1f} MiB) and its .json: {record}')
 

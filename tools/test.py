@@ -15,6 +15,7 @@ from detptq.engine.config_utils import (DictAction, build_eval_runner, check_dat
                                         load_config, require_checkpoint, set_data_root)
 from detptq.engine.input_checks import check_run_types, ensure_writable_dir
 from detptq.utils.cli import run_tool
+from detptq.utils.io import write_json_atomic
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,10 +45,9 @@ def main() -> None:
     metrics = build_eval_runner(cfg, args.checkpoint).test()
     print(json.dumps(metrics, indent=2))
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(config=osp.abspath(args.config),
-                           checkpoint=osp.abspath(args.checkpoint),
-                           metrics=metrics), f, indent=2)
+        write_json_atomic(dict(config=osp.abspath(args.config),
+                               checkpoint=osp.abspath(args.checkpoint),
+                               metrics=metrics), args.out, indent=2)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,6 @@ from mmengine.runner import Runner
 
 from detptq.engine.config_utils import DictAction, check_data, load_config
 from detptq.engine.input_checks import check_run_types, ensure_writable_dir
-from detptq.utils.checkpoint import trust_directory
 from detptq.utils.cli import run_tool
 
 
@@ -35,8 +34,7 @@ def main() -> None:
     check_run_types(cfg, ['train_dataloader', 'val_dataloader'], ['val_evaluator'])
     check_data(cfg, ['train_dataloader', 'val_dataloader'])
     ensure_writable_dir(cfg.work_dir, 'work dir')
-    # --resume reads the Runner's own checkpoints back from this work dir
-    trust_directory(cfg.work_dir)
+    # --resume needs no trust: detptq's loader allow-lists the Runner's own classes
     Runner.from_cfg(cfg).train()
 
 

@@ -24,7 +24,6 @@ those calls are recorded once per batch and replayed
 """
 from __future__ import annotations
 
-import json
 import os
 from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,6 +37,7 @@ from detptq.quantization.quant_modules import QUANT_MODULES
 from detptq.quantization.state import disabled
 from detptq.reconstruction.odol import ODOL
 from detptq.utils.forward_replay import CallTree, PrefixReplay
+from detptq.utils.io import write_json_atomic
 
 MODES = ('one', 'all-but-one', 'both')
 METRICS = ('odol', 'mse')
@@ -207,11 +207,7 @@ def _rank(rows: List[Dict[str, Any]], modes: Sequence[str]) -> None:
 def save_sensitivity(results: Dict[str, Any], json_path: str, png_path: Optional[str] = None,
                      meta: Optional[Dict[str, Any]] = None) -> None:
     """Write ``{'meta': ..., **results}`` as JSON and, optionally, the bar chart."""
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    tmp = json_path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(dict(meta=meta or {}, **results), f, indent=1)
-    os.replace(tmp, json_path)
+    write_json_atomic(dict(meta=meta or {}, **results), json_path, indent=1)
     if png_path:
         plot_sensitivity(results, png_path)
 

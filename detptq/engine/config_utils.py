@@ -194,9 +194,10 @@ def _data_hint(cfg: Config) -> str:
 
 
 def check_checkpoint(path: Optional[str]) -> None:
-    """Fail with one clear sentence when a checkpoint path is missing."""
+    """Fail with one clear sentence (CheckpointError) when a checkpoint path is missing."""
+    from detptq.utils.checkpoint import CheckpointError
     if path and not osp.isfile(path) and '://' not in path:
-        raise FileNotFoundError(
+        raise CheckpointError(
             f'checkpoint {path!r} does not exist. For official YOLOv6/YOLOv7 '
             'releases download the .pt file and convert it with '
             '`python tools/convert_ckpt.py SRC.pt OUT.pth`; demo checkpoints '
@@ -218,10 +219,14 @@ def resolve_checkpoint(cfg: Config, checkpoint: str) -> str:
 
     An official YOLOv6/YOLOv7 ``.pt`` file cannot be loaded safely as it is;
     it is converted once (restricted unpickler, see tools/convert_ckpt.py)
-    into ``work_dir/converted_<name>.pth``, which later runs reuse.
+    into ``work_dir/converted_<name>_<digest>.pth``: the source's content
+    digest in the name means a replaced source file is converted again.
     """
-    from detptq.models.converters import convert_checkpoint
+    import glob
+
+    from detptq.models.converters import ConversionError, convert_checkpoint
     from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
+    from detptq.utils.fingerprint import file_digest
     check_checkpoint(checkpoint)
     if not checkpoint.endswith('.pt'):
         return checkpoint  # the runner's loader names the file if it is unsafe
@@ -230,16 +235,25 @@ def resolve_checkpoint(cfg: Config, checkpoint: str) -> str:
         return checkpoint
     except CheckpointError:
         pass
-    out = osp.join(cfg.work_dir, 'converted_' +
-                   osp.splitext(osp.basename(checkpoint))[0] + '.pth')
+    stem = osp.join(cfg.work_dir, 'converted_' + osp.splitext(osp.basename(checkpoint))[0])
+    out = f'{stem}_{file_digest(checkpoint)[:12]}.pth'
     if not osp.isfile(out):
-        print(f'{checkpoint} is a pickled official release: converting it to {out}')
-        convert_checkpoint(checkpoint, out, config=cfg.filename)
+        older = sorted(glob.glob(f'{stem}_*.pth'))
+        why = (f' ({older[-1]} was converted from other bytes of that file)' if older else '')
+        print(f'{checkpoint} is a pickled official release: converting it to {out}{why}')
+        try:
+            convert_checkpoint(checkpoint, out, config=cfg.filename)
+        except ConversionError as err:
+            raise CheckpointError(f'{checkpoint!r} cannot be loaded: {err}') from err
     return out
 
 
 def build_eval_runner(cfg: Config, checkpoint: str):
-    """A Runner that evaluates ``checkpoint``; deploy-form files get a fused model first."""
+    """A Runner that evaluates ``checkpoint``; deploy-form files get a fused model first.
+
+    Loading is strict (StrictLoadCheckpointHook): a file whose keys or shapes
+    do not fit the config's model is an error naming the keys, not a warning.
+    """
     from mmengine.runner import Runner
 
     from detptq.models.deploy import switch_to_deploy
@@ -251,7 +265,7 @@ def build_eval_runner(cfg: Config, checkpoint: str):
     cfg.load_from = checkpoint
     # a checkpoint's state_dict already holds the EMA weights
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
-                        if h.get('type') != 'EMAHook']
+                        if h.get('type') != 'EMAHook'] + [dict(type='StrictLoadCheckpointHook')]
     runner = Runner.from_cfg(cfg)
     if is_deploy_checkpoint(checkpoint):
         switch_to_deploy(runner.model)

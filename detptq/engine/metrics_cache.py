@@ -1,18 +1,25 @@
 """Cache of FP evaluation results, shared by every PTQ run of the same model and data.
 
-Comparing ten methods on one checkpoint should evaluate the FP model once:
-the key hashes the checkpoint's bytes with the model, test data and
-evaluator configs, so any change to them misses the cache.
+Comparing ten methods on one checkpoint should evaluate the FP model once.
+An entry is keyed by a fingerprint (detptq.utils.fingerprint) of everything
+that decides the metrics: the checkpoint's bytes, the model, test data and
+evaluator configs, the annotation files' bytes and the test images' names
+and sizes. Any change misses the cache; ``explain_miss`` says which part
+changed since the entry a work dir used last.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from mmengine.config import Config
+from mmengine.logging import print_log
+
+from detptq.utils.fingerprint import Fingerprint, digest_of, file_digest
+from detptq.utils.io import write_json_atomic
 
 
 def cache_dir() -> str:
@@ -22,30 +29,61 @@ def cache_dir() -> str:
     return osp.join(root, 'fp_metrics')
 
 
-def fp_metrics_key(cfg: Config, checkpoint: str) -> str:
-    """Hash of the checkpoint bytes and the configs that decide its metrics."""
-    digest = hashlib.sha1()
-    with open(checkpoint, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    for key in ('model', 'test_dataloader', 'test_evaluator'):
-        digest.update(json.dumps(cfg.get(key), sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+def _annotation_files(cfg: Config) -> List[str]:
+    """Annotation files the test split reads: the dataset's and the evaluator's."""
+    files = []
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    if dataset.get('ann_file'):
+        files.append(osp.join(dataset.get('data_root') or '', dataset['ann_file']))
+    evaluator = cfg.get('test_evaluator') or {}
+    for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
+        if ev.get('ann_file'):
+            files.append(ev['ann_file'])
+    return sorted({osp.realpath(f) for f in files})
+
+
+def _image_listing(cfg: Config) -> list:
+    """(name, size) of every test image: cheap, and catches added, removed or replaced images."""
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    img_dir = (dataset.get('data_prefix') or {}).get('img')
+    if not img_dir:
+        return []
+    folder = osp.join(dataset.get('data_root') or '', img_dir)
+    if not osp.isdir(folder):
+        return []
+    with os.scandir(folder) as entries:
+        return sorted((e.name, e.stat().st_size) for e in entries if e.is_file())
+
+
+def fp_metrics_fingerprint(cfg: Config, checkpoint: str) -> Fingerprint:
+    """Everything that decides the FP metrics of ``checkpoint`` under ``cfg``."""
+    return Fingerprint().with_parts(
+        checkpoint=file_digest(checkpoint),
+        model=cfg.get('model'), test_dataloader=cfg.get('test_dataloader'),
+        test_evaluator=cfg.get('test_evaluator'),
+        annotations=digest_of([[osp.basename(f), file_digest(f) if osp.isfile(f) else None]
+                               for f in _annotation_files(cfg)]),
+        test_images=digest_of(_image_listing(cfg)))
 
 
 def load_fp_metrics(key: str) -> Optional[Dict[str, float]]:
-    """Metrics stored under ``key`` by an earlier run, or None."""
+    """Metrics stored under ``key`` by an earlier run, or None (also for an unreadable entry)."""
     path = osp.join(cache_dir(), f'{key}.json')
     if not osp.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            entry = json.load(f)
+        return dict(entry['metrics'])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print_log(f'FP metrics cache entry {path} is unreadable ({err}); evaluating again',
+                  logger='current', level=logging.WARNING)
+        return None
 
 
-def store_fp_metrics(key: str, metrics: Dict[str, float]) -> None:
-    """Write ``metrics`` under ``key`` atomically."""
-    os.makedirs(cache_dir(), exist_ok=True)
-    path = osp.join(cache_dir(), f'{key}.json')
-    with open(path + '.tmp', 'w') as f:
-        json.dump(metrics, f)
-    os.replace(path + '.tmp', path)
+def store_fp_metrics(key: str, metrics: Dict[str, float],
+                     fingerprint: Optional[Fingerprint] = None) -> None:
+    """Write ``metrics`` (and the fingerprint's parts) under ``key`` atomically."""
+    parts = fingerprint.parts if fingerprint is not None else {}
+    write_json_atomic(dict(metrics=metrics, fingerprint_parts=parts),
+                      osp.join(cache_dir(), f'{key}.json'))

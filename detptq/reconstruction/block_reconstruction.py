@@ -25,10 +25,14 @@ export needs no AdaRound). QDrop quantizes each activation element with
 probability ``drop_prob`` during training only; ``drop_prob=1`` is BRECQ.
 
 Resumable: with ``work_dir`` each finished unit's state dict goes to
-``work_dir/recon_state/unit_XXX.pth`` (plus a fingerprint of the settings);
-a rerun loads the finished units and continues. Every unit draws its random
-numbers from its own generator seeded with ``seed`` and its index, so a
-resumed run equals an uninterrupted one.
+``work_dir/recon_state/unit_XXX.pth`` with a fingerprint of everything that
+determines it: the caller's run fingerprint (quant config, checkpoint,
+calibration images, ... see detptq.utils.fingerprint), the reconstruction
+settings, the unit's p and the states of all units before it. A rerun loads a
+unit only when every part matches; otherwise it logs which part changed and
+recomputes it (an unreadable file is recomputed with a warning). Every unit
+draws its random numbers from its own generator seeded with ``seed`` and its
+index, so a resumed run equals an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ from tqdm import tqdm
 from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.quant_modules import iter_quantizers
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
+from detptq.utils.fingerprint import Fingerprint, digest_of, tensors_digest
 from .data_cache import UnitDataCache
 from .loss_history import LossRecorder
 from .lp_loss import LpLoss
@@ -69,14 +74,25 @@ def state_path(work_dir: str, position: int) -> str:
     return os.path.join(work_dir, STATE_DIR, f'unit_{position:03d}.pth')
 
 
-def _load_finished(path: str, fingerprint: str) -> Optional[Dict[str, Any]]:
-    """The saved record of a finished unit, or None if absent or made with other settings."""
+def _load_finished(path: str, fingerprint: Fingerprint) -> Optional[Dict[str, Any]]:
+    """The saved record of a finished unit, or None (logged) if absent, unreadable or stale."""
     if not os.path.isfile(path):
         return None
-    record = load_checkpoint_file(path)
-    if record.get('fingerprint') != fingerprint:
-        print_log(f'recon: {path} was made with other settings; recomputing from here',
+    try:
+        record = load_checkpoint_file(path)
+        state_ok = tensors_digest(record['state']) == record['state_digest']
+    except Exception as err:  # truncated / corrupt / foreign file: recompute, never crash
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        print_log(f'recon: {path} is unreadable ({reason}); recomputing this unit',
                   logger='current', level=logging.WARNING)
+        return None
+    if not state_ok:
+        print_log(f'recon: {path} is corrupt (its tensors do not match their digest); '
+                  'recomputing this unit', logger='current', level=logging.WARNING)
+        return None
+    if record.get('fingerprint') != fingerprint.digest:
+        print_log(f"recon: {path} is stale ({fingerprint.explain(record.get('fingerprint_parts'))}); "
+                  'recomputing this unit', logger='current', level=logging.WARNING)
         return None
     return record
 
@@ -117,8 +133,13 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                 cfg: Union[ReconConfig, Dict[str, Any], None] = None,
                 forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
                 p_map: Optional[Dict[str, float]] = None, work_dir: Optional[str] = None,
-                resume: bool = True) -> List[Dict[str, Any]]:
-    """Reconstruct every unit of ``model_q`` in execution order (in place); return per-unit stats."""
+                resume: bool = True, fingerprint: Optional[Fingerprint] = None
+                ) -> List[Dict[str, Any]]:
+    """Reconstruct every unit of ``model_q`` in execution order (in place); return per-unit stats.
+
+    ``fingerprint``: what else determines the result (the run's inputs); it is
+    stored with every unit state and must match for the state to be reused.
+    """
     if cfg is None:
         cfg = ReconConfig()
     elif isinstance(cfg, dict):
@@ -134,23 +155,24 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
     model_q.eval()
     order, calls, _ = trace_execution(model_q, units, calib_data[0], forward_fn)
     stats: List[Dict[str, Any]] = []
-    resuming = resume and work_dir is not None
+    base = (fingerprint or Fingerprint()).with_parts(recon_cfg=cfg.fingerprint('', -1, -1.0))
+    chain = digest_of('start')  # digest of the states of all units done so far
     bar = tqdm(order, desc=f'reconstruct[{cfg.mode}]', disable=not cfg.progress)
     try:
         for position, idx in enumerate(bar):
             name, unit = units[idx]
             p = float((p_map or {}).get(name, cfg.p))
-            fingerprint = cfg.fingerprint(name, position, p)
+            unit_fp = base.with_parts(unit=dict(name=name, position=position), p=p,
+                                      previous_units=chain)
             path = state_path(work_dir, position) if work_dir else None
-            if resuming:
-                record = _load_finished(path, fingerprint)
-                if record is not None:
-                    unit.load_state_dict(record['state'])
-                    stats.append(record['stats'])
-                    print_log(f'recon [{position + 1}/{len(order)}] {name}: resumed from {path}',
-                              logger='current')
-                    continue
-                resuming = False  # everything after the first unfinished unit is redone
+            record = _load_finished(path, unit_fp) if resume and path else None
+            if record is not None:
+                unit.load_state_dict(record['state'])
+                stats.append(record['stats'])
+                chain = digest_of([chain, record['state_digest']])
+                print_log(f'recon [{position + 1}/{len(order)}] {name}: resumed from {path}',
+                          logger='current')
+                continue
             bar.set_description(f'reconstruct[{cfg.mode}] {name}')
             if calls[idx] == 0:
                 st = dict(unit=name, position=position, p=p, skipped='never runs')
@@ -164,9 +186,13 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                           f"({st['seconds']:.1f}s, {st['rows']} rows)", logger='current')
             bar.set_postfix(loss=f"{st.get('loss_after', float('nan')):.4g}")
             stats.append(st)
+            state = unit.state_dict()
+            state_digest = tensors_digest(state)
+            chain = digest_of([chain, state_digest])
             if path is not None:
-                save_checkpoint_file(dict(unit=name, fingerprint=fingerprint,
-                                          state=unit.state_dict(), stats=st), path)
+                save_checkpoint_file(dict(unit=name, fingerprint=unit_fp.digest,
+                                          fingerprint_parts=unit_fp.parts, state=state,
+                                          state_digest=state_digest, stats=st), path)
     finally:
         bar.close()
         model_fp.train(modes[0])

@@ -45,7 +45,6 @@ from detptq.quantization.calibrators.base import squeeze_per_tensor
 from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
 from detptq.quantization.cfws import is_splittable
 from detptq.quantization.functional import fake_quantize, range_to_qparams
-from detptq.quantization.quant_modules import iter_quantizers
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile

@@ -5,17 +5,15 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from detptq.utils.io import write_json_atomic
+
 Results = Dict[str, Dict[str, Dict[str, Any]]]
 
 
 def save_p_search(results: Results, json_path: str, png_path: Optional[str] = None,
                   meta: Optional[Dict[str, Any]] = None) -> None:
     """Write ``{'meta': ..., 'layers': results}`` as JSON and, optionally, the p* bar chart."""
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    tmp = json_path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(dict(meta=meta or {}, layers=results), f, indent=1)
-    os.replace(tmp, json_path)
+    write_json_atomic(dict(meta=meta or {}, layers=results), json_path, indent=1)
     if png_path:
         plot_p_search(results, png_path)
 

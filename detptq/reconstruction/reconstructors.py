@@ -14,8 +14,9 @@ partition options goes to ``ReconConfig``.
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
+from dataclasses import asdict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -23,6 +24,8 @@ from mmengine.logging import print_log
 from torch import nn
 
 from detptq.registry import RECONSTRUCTORS
+from detptq.utils.fingerprint import Fingerprint
+from detptq.utils.io import write_json_atomic
 from .block_reconstruction import reconstruct
 from .p_search import (PSearchConfig, apply_p_search, default_dense_fn, search_p,
                        unit_p_map)
@@ -64,6 +67,7 @@ class BlockReconstructor:
     """Partition a quantized model and run BRECQ / QDrop / layer-wise AdaRound on it."""
 
     fixed_mode: Optional[str] = None
+    results: Optional[Dict[str, Any]] = None  # p search results (DetPTQ only)
 
     def __init__(self, mode: str = 'brecq', unit_types: Iterable[str] = (),
                  transparent_types: Iterable[str] = (), **recon_kwargs: Any) -> None:
@@ -79,22 +83,34 @@ class BlockReconstructor:
 
     def p_map(self, model_q: nn.Module, units, calib_data: Sequence[Any],
               forward_fn: Optional[Callable], dense_fn: Optional[Callable],
-              work_dir: Optional[str], resume: bool) -> Optional[Dict[str, float]]:
+              work_dir: Optional[str], resume: bool,
+              fingerprint: Fingerprint) -> Optional[Dict[str, float]]:
         """Per-unit loss exponents; None means cfg.p everywhere."""
         return None
 
     def __call__(self, model_q: nn.Module, calib_data: Sequence[Any],
                  model_fp: Optional[nn.Module] = None, forward_fn: Optional[Callable] = None,
                  work_dir: Optional[str] = None, resume: bool = True,
-                 dense_fn: Optional[Callable] = None) -> List[Dict[str, Any]]:
-        """Reconstruct ``model_q`` in place; returns the per-unit statistics."""
+                 dense_fn: Optional[Callable] = None,
+                 fingerprint: Optional[Fingerprint] = None) -> List[Dict[str, Any]]:
+        """Reconstruct ``model_q`` in place; returns the per-unit statistics.
+
+        ``fingerprint``: the run's inputs (quant config, checkpoint, calibration
+        images...); saved results are reused only when it matches.
+        """
         calib_data = list(calib_data)
         units = self.units(model_q)
         print_log(f'{type(self).__name__}: {len(units)} units, mode={self.cfg.mode}, '
                   f'iters={self.cfg.iters}, batch={self.cfg.batch_size}', logger='current')
-        p_map = self.p_map(model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume)
+        fingerprint = (fingerprint or Fingerprint()).with_parts(
+            partition=dict(unit_types=self.unit_types, transparent=self.transparent_types))
+        p_map = self.p_map(model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume,
+                           fingerprint)
+        if self.results is not None:  # every quantizer's scale comes from the p search
+            fingerprint = fingerprint.with_parts(p_search=self.results)
         stats = reconstruct(model_fp, model_q, units, calib_data, self.cfg, forward_fn=forward_fn,
-                            p_map=p_map, work_dir=work_dir, resume=resume)
+                            p_map=p_map, work_dir=work_dir, resume=resume,
+                            fingerprint=fingerprint)
         if work_dir and self.cfg.loss_curve_every:
             save_loss_curves(stats, os.path.join(work_dir, LOSS_CURVES_JSON))
         return stats
@@ -105,10 +121,7 @@ def save_loss_curves(stats: Sequence[Dict[str, Any]], path: str) -> None:
     units = [dict(unit=st['unit'], position=st['position'], p=st.get('p'),
                   curve=[list(pt) for pt in st['loss_curve']])
              for st in stats if st.get('loss_curve')]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(dict(units=units), f)
-    os.replace(path + '.tmp', path)
+    write_json_atomic(dict(units=units), path)
 
 
 @RECONSTRUCTORS.register_module()
@@ -160,17 +173,20 @@ class DetPTQReconstructor(BlockReconstructor):
         self.p_use = p_use
         self.results: Optional[Dict[str, Any]] = None
 
-    def p_map(self, model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume):
+    def p_map(self, model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume,
+              fingerprint):
         json_path = os.path.join(work_dir, P_SEARCH_JSON) if work_dir else None
-        if resume and json_path and os.path.isfile(json_path):
-            self.results = load_p_search(json_path)['layers']
-            print_log(f'DetPTQ: reusing p search results from {json_path}', logger='current')
-        else:
+        search_fp = fingerprint.without(['partition']).with_parts(
+            p_search_cfg={k: v for k, v in asdict(self.p_cfg).items() if k != 'progress'},
+            p_search_images=self.p_search_images)
+        self.results = self._reusable_p_search(json_path, search_fp) if resume else None
+        if self.results is None:
             batches = first_images(calib_data, self.p_search_images)
             report: Dict[str, Any] = {}
             self.results = search_p(model_q, batches, dense_fn or default_dense_fn, self.p_cfg,
                                     report=report)
             if json_path:
+                report.update(fingerprint=search_fp.digest, fingerprint_parts=search_fp.parts)
                 save_p_search(self.results, json_path,
                               os.path.join(work_dir, P_SEARCH_PNG), meta=report)
         if self.p_use != 'loss':
@@ -181,3 +197,23 @@ class DetPTQReconstructor(BlockReconstructor):
         _, _, layer_order = trace_execution(model_q, units, calib_data[0],
                                             forward_fn or default_calib_forward)
         return unit_p_map(units, self.results, layer_order, self.p_rule, self.cfg.p)
+
+    @staticmethod
+    def _reusable_p_search(json_path: Optional[str], search_fp: Fingerprint
+                           ) -> Optional[Dict[str, Any]]:
+        """Saved p search results made from the same inputs, else None (logged why)."""
+        if not json_path or not os.path.isfile(json_path):
+            return None
+        try:
+            saved = load_p_search(json_path)
+            meta, layers = saved.get('meta') or {}, saved['layers']
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as err:
+            print_log(f'DetPTQ: {json_path} is unreadable ({err}); searching again',
+                      logger='current', level=logging.WARNING)
+            return None
+        if meta.get('fingerprint') != search_fp.digest:
+            print_log(f"DetPTQ: {json_path} is stale ({search_fp.explain(meta.get('fingerprint_parts'))}); "
+                      'searching again', logger='current', level=logging.WARNING)
+            return None
+        print_log(f'DetPTQ: reusing p search results from {json_path}', logger='current')
+        return layers

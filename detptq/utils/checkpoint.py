@@ -1,30 +1,35 @@
 """The one place where detptq reads and writes checkpoint files.
 
-torch >= 2.6 loads with ``weights_only=True`` by default, which refuses any
-pickled object that is not a tensor or a plain Python container. Rather than
-switching that safety off, we keep it on and allow-list exactly the classes
-that mmengine's own Runner checkpoints contain (its ``HistoryBuffer`` and
-``ConfigDict`` plus numpy arrays and scalars). Anything else is refused with an
-error that names the file and the class, and says how to convert the file.
-Our own files are written with plain tensors and Python scalars only.
+Trust rule: NO file is ever fully unpickled, whatever folder it sits in.
+torch >= 2.6 loads with ``weights_only=True``, which refuses any pickled
+object that is not a tensor or a plain Python container; we keep that on and
+allow-list exactly the classes that mmengine's own Runner checkpoints contain
+(its ``HistoryBuffer`` in the MessageHub, ``ConfigDict``, numpy arrays and
+scalars), so ``tools/train.py --resume`` works without trusting anything.
+Anything else is refused with an error that names the file and the class, and
+says how to convert the file (official releases go through the converter's
+restricted unpickler). Our own files hold plain tensors and Python scalars only.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 
+from detptq.utils.io import torch_save_atomic
+
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read safely or does not exist."""
+    """A checkpoint file that is missing, unreadable, unsafe or does not fit the model."""
 
 
 def _allowed_globals() -> list:
-    """Classes a trusted mmengine/detptq checkpoint may contain besides tensors."""
+    """Classes an mmengine/detptq checkpoint may contain besides tensors (nothing runs code)."""
     allowed: list = [np.ndarray, np.dtype, OrderedDict]
     reconstruct = getattr(getattr(np, '_core', np.core), 'multiarray')
     allowed.append(reconstruct._reconstruct)
@@ -34,25 +39,28 @@ def _allowed_globals() -> list:
     if dtypes is not None:
         allowed += [getattr(dtypes, n) for n in dir(dtypes)
                     if n.endswith('DType')]
-    try:
+    try:  # a Runner checkpoint's MessageHub and config (mmengine is optional here)
         from mmengine.config import ConfigDict
-        allowed.append(ConfigDict)
-    except ImportError:  # mmengine is optional for plain state dicts
+        from mmengine.logging import HistoryBuffer
+        allowed += [ConfigDict, HistoryBuffer, (_history_buffer_method, 'builtins.getattr')]
+    except ImportError:
         pass
     return allowed
 
 
-_TRUSTED_DIRS: set = set()
+def _history_buffer_method(owner: Any, name: str) -> Any:
+    """The only ``getattr`` a checkpoint may pickle: a HistoryBuffer statistics method.
 
-
-def trust_directory(path: str) -> None:
-    """Allow full unpickling of checkpoints below ``path`` (a run's own work dir)."""
-    _TRUSTED_DIRS.add(os.path.realpath(path))
-
-
-def _is_trusted(path: str) -> bool:
-    real = os.path.realpath(path)
-    return any(real.startswith(d + os.sep) for d in _TRUSTED_DIRS)
+    A MessageHub's HistoryBuffer keeps ``{'mean': HistoryBuffer.mean, ...}``,
+    which pickle stores as ``getattr(HistoryBuffer, 'mean')``; any other
+    getattr in a file is refused.
+    """
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'Unsupported global: GLOBAL getattr({getattr(owner, "__name__", type(owner).__name__)}, '
+        f'{name!r}) is not a HistoryBuffer statistics method')
 
 
 def _unsupported_global(err: Exception) -> str:
@@ -63,23 +71,42 @@ def _unsupported_global(err: Exception) -> str:
     return str(err).splitlines()[0]
 
 
+def _first_line(err: Exception) -> str:
+    """The informative line of an error (torch's weights-only reason, else the first line)."""
+    text = str(err).strip()
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1].strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
-    """Load a checkpoint with weights_only=True plus mmengine's own classes."""
+    """Load a checkpoint with weights_only=True plus mmengine's own classes.
+
+    Raises CheckpointError naming the file when it is missing, not a PyTorch
+    file (truncated, random bytes, another format) or holds unsafe objects.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint file not found: {path!r}')
-    if _is_trusted(path):
-        return torch.load(path, map_location=map_location, weights_only=False)
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location=map_location,
                               weights_only=True)
     except pickle.UnpicklingError as err:
+        if 'GLOBAL' not in str(err):  # a damaged stream or a pickle torch never writes
+            raise CheckpointError(
+                f'{path!r} is not a readable PyTorch checkpoint (truncated, corrupt, or a '
+                f'pickle of something else; torch said: {_first_line(err)})') from err
         raise CheckpointError(
             f'{path!r} holds pickled objects that are not tensors, so it is '
             'not loaded (it could run arbitrary code). If it is an official '
             'YOLOv6/YOLOv7 release or an mmyolo file, convert it first: '
             f'`python tools/convert_ckpt.py {path} OUT.pth`. '
             f'torch said: {_unsupported_global(err)}') from err
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
+            UnicodeDecodeError, AttributeError, IndexError, KeyError) as err:
+        raise CheckpointError(
+            f'{path!r} is not a readable PyTorch checkpoint (truncated, corrupt or another '
+            f'format; {os.path.getsize(path)} bytes): {_first_line(err)}') from err
 
 
 def _to_plain(obj: Any) -> Any:
@@ -105,11 +132,7 @@ def _to_plain(obj: Any) -> Any:
 
 def save_checkpoint_file(obj: Any, path: str) -> None:
     """Save tensors and Python scalars only, so any torch loads it with weights_only."""
-    plain = _to_plain(obj)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp'
-    torch.save(plain, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves half a file
+    torch_save_atomic(_to_plain(obj), path)  # an interrupted save never leaves half a file
 
 
 def install_mmengine_loader() -> None:

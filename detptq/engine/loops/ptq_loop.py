@@ -4,7 +4,9 @@ It is an mmengine test loop, so ``runner.test()`` drives it: the Runner has
 already loaded ``load_from`` (the FP weights) when ``run()`` starts.
 Interrupted runs resume: FP metrics are cached per checkpoint and data
 (detptq.engine.metrics_cache) and reconstruction saves each finished unit
-(see detptq.reconstruction).
+(see detptq.reconstruction). Every reused artefact carries a fingerprint of
+the run's inputs (``run_fingerprint``) and is recomputed when it differs;
+``WORK_DIR/run_state.json`` adds up the wall time of all invocations.
 """
 from __future__ import annotations
 
@@ -20,14 +22,17 @@ import torch
 from mmengine.logging import print_log
 from mmengine.runner import BaseLoop, Runner
 
-from detptq.engine.metrics_cache import (fp_metrics_key, load_fp_metrics,
+from detptq.engine.metrics_cache import (fp_metrics_fingerprint, load_fp_metrics,
                                          store_fp_metrics)
+from detptq.engine.run_state import RunState
 from detptq.quantization import calibrate, quantize_model
 from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.cfws import cfws_extra_bops
 from detptq.registry import LOOPS, RECONSTRUCTORS
 from detptq.utils.checkpoint import save_checkpoint_file
 from detptq.utils.evaluation import evaluate, short_metrics
+from detptq.utils.fingerprint import Fingerprint, file_digest
+from detptq.utils.io import write_json_atomic
 from detptq.version import __version__
 
 
@@ -97,46 +102,83 @@ class PTQLoop(BaseLoop):
                   f'(calib_seed={self.calib_seed})', logger='current')
         return batches
 
-    def _fp_metrics(self, model: torch.nn.Module) -> Dict[str, float]:
-        key = fp_metrics_key(self.runner.cfg, self.runner.cfg.load_from)
-        cached = load_fp_metrics(key)
+    def _fp_metrics(self, model: torch.nn.Module, state: RunState) -> Dict[str, float]:
+        fingerprint = fp_metrics_fingerprint(self.runner.cfg, self.runner.cfg.load_from)
+        cached = load_fp_metrics(fingerprint.digest)
         if cached is not None:
-            print_log(f'PTQ: FP metrics from an earlier run: {cached}', logger='current')
+            print_log(f'PTQ: FP metrics from an earlier run (same checkpoint, model, data and '
+                      f'annotations): {cached}', logger='current')
             return cached
+        previous = state.noted('fp_metrics_parts')
+        why = fingerprint.explain(previous) if previous else 'not cached yet'
+        print_log(f'PTQ: evaluating the FP model ({why})', logger='current')
         metrics = short_metrics(evaluate(model, self.dataloader, self.evaluator,
                                          desc='eval FP'))
-        store_fp_metrics(key, metrics)
+        store_fp_metrics(fingerprint.digest, metrics, fingerprint)
+        state.note(fp_metrics_parts=fingerprint.parts)
         return metrics
+
+    def run_fingerprint(self) -> Fingerprint:
+        """Inputs that determine every reusable artefact of this run (calibration ids added later)."""
+        cfg = self.runner.cfg
+        return Fingerprint().with_parts(
+            quant_cfg=self.quant_cfg, model=cfg.get('model'),
+            checkpoint=file_digest(cfg.load_from),
+            calib_data=dict(loader=self.calib_dataloader_cfg, images=self.num_calib_images))
+
+    @staticmethod
+    def calib_ids(calib: List[Any]) -> List[Any]:
+        """(img_id, file name) of every calibration image, in order."""
+        ids = []
+        for batch in calib:
+            samples = batch.get('data_samples') if isinstance(batch, dict) else None
+            for sample in samples or []:
+                meta = getattr(sample, 'metainfo', {})
+                ids.append([meta.get('img_id'), osp.basename(str(meta.get('img_path', '')))])
+        return ids
 
     def run(self) -> Dict[str, Any]:
         """Quantize, evaluate, and write ``result.json`` and ``quantized.pth``."""
-        start = time.time()
         runner = self.runner
         work_dir = runner.work_dir
+        fingerprint = self.run_fingerprint()
+        state = RunState(work_dir, fingerprint.with_parts(recon_cfg=self.recon_cfg))
+        try:
+            result, q_metrics = self._run(runner, work_dir, fingerprint, state)
+        finally:
+            state.close()
+        self._print_summary(result)
+        return q_metrics
+
+    def _run(self, runner: Runner, work_dir: str, fingerprint: Fingerprint,
+             state: RunState) -> tuple:
         fp_model = runner.model
         fp_model.eval()
-        fp_metrics = self._fp_metrics(fp_model) if self.eval_fp else {}
-
+        fp_metrics = self._fp_metrics(fp_model, state) if self.eval_fp else {}
         calib = self._calib_batches()
+        fingerprint = fingerprint.with_parts(calib_images=self.calib_ids(calib))
         q_model = quantize_model(fp_model, self.quant_cfg)
         calibrate(q_model, calib, num_batches=len(calib))
+        state.tick()
         recon_stats = None
         if self.recon_cfg:
             reconstructor = RECONSTRUCTORS.build(self.recon_cfg)
             recon_stats = reconstructor(q_model, calib, model_fp=None,
-                                        work_dir=osp.join(work_dir, 'recon'))
+                                        work_dir=osp.join(work_dir, 'recon'),
+                                        fingerprint=fingerprint)
+            state.tick()
         q_metrics = short_metrics(evaluate(q_model, self.dataloader, self.evaluator,
                                            desc='eval quantized')) if self.run_eval else {}
         result = self._result(fp_metrics, q_metrics, q_model, calib,
-                              time.time() - start, recon_stats)
+                              state.total_seconds(), recon_stats)
+        result['invocations'] = state.invocations
+        # quantized.pth first: a result.json always describes a complete quantized.pth
         save_checkpoint_file({'state_dict': q_model.state_dict(),
                               'meta': {'quant_cfg': json.dumps(self.quant_cfg, default=str),
                                        'config': runner.cfg.filename or ''}},
                              osp.join(work_dir, 'quantized.pth'))
-        with open(osp.join(work_dir, 'result.json'), 'w') as f:
-            json.dump(result, f, indent=2)
-        self._print_summary(result)
-        return q_metrics
+        write_json_atomic(result, osp.join(work_dir, 'result.json'), indent=2)
+        return result, q_metrics
 
     # -- reporting --------------------------------------------------------
     def _result(self, fp: Dict[str, float], q: Dict[str, float], q_model,
