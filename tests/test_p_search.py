@@ -107,10 +107,11 @@ def test_replayed_batched_odol_equals_a_plain_forward(setup, layer, kind):
                 value = sum(odol(f, dense_fn(q, x), reduction='none').sum()
                             for f, x in zip(fp, data)) / 6
                 # replaying the prefix is exact; a K*B batch changes conv summation order
+                # (float32: measured up to 2.01e-3 relative with 2 threads, hence 5e-3)
                 assert replayed[layer][kind]['odol'][str(p)] == pytest.approx(value.item(),
                                                                              rel=1e-9)
                 assert batched[layer][kind]['odol'][str(p)] == pytest.approx(value.item(),
-                                                                            rel=2e-3)
+                                                                            rel=5e-3)
     finally:
         quantizer.set_params(*grid)
         for qq, flag in saved:

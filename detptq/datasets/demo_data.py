@@ -75,8 +75,8 @@ def _render_and_write(task: tuple[str, str, int, int, int]) -> list[dict]:
 
 def _init_worker() -> None:
     """Pool initializer: single-threaded cv2, no malloc mmap churn."""
-    # One thread per process: the pool already provides the parallelism.
-    cv2.setNumThreads(1)
+    # One thread per process (set by the parent before the fork, inherited):
+    # the pool already provides the parallelism.
     # Each image allocates ~1 MB float temporaries; glibc serves those with
     # mmap/munmap, costing ~20 % of the run in page faults. Keeping them on
     # the heap changes speed only, never the output.
@@ -227,8 +227,15 @@ def _worker_map(workers: int) -> Iterator:
     # fork: workers inherit the imported modules instead of re-importing
     # detptq (and with it mmdet) as spawn would.
     ctx = multiprocessing.get_context('fork')
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
-        yield lambda fn, tasks: pool.imap(fn, tasks, chunksize=16)
+    # cv2's own worker threads must not exist at fork time: a child would
+    # inherit their locks held and hang in cv2.setNumThreads.
+    parent_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ctx.Pool(workers, initializer=_init_worker) as pool:
+            yield lambda fn, tasks: pool.imap(fn, tasks, chunksize=16)
+    finally:
+        cv2.setNumThreads(parent_threads)
 
 
 def is_demo_dataset_complete(root: str | os.PathLike, seed: int = 0, num_train: int = 4000,
