@@ -48,3 +48,21 @@ def quantize_and_calibrate(model: nn.Module, data: Sequence[torch.Tensor], w_bit
     q = quantize_model(model, dict(w_bits=w_bits, a_bits=a_bits, first_last_bits=None, **cfg))
     calibrate(q, data, num_batches=len(data), progress=False)
     return q
+
+
+# The loaders of a tiny PTQ config over 96-px generated data (``data_root`` set
+# before it); the PTQ tests append it to their own head lines.
+TINY_PTQ_LOADERS = """
+num_calib_images = 4
+# random weights score ~0.01 (prior); a low threshold still exercises COCO eval
+model = dict(bbox_head=dict(test_cfg=dict(score_thr=0.001)))
+_pipe = [dict(type='LoadImageFromFile'),
+         dict(type='YOLOLetterbox', scale=(96, 96), pad_val=114),
+         dict(type='LoadAnnotations', with_bbox=True),
+         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
+              'img_shape', 'scale_factor', 'pad_param'))]
+_loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
+test_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
+calib_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
+test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+"""

@@ -14,6 +14,8 @@ from detptq.datasets.demo_data import ensure_demo_dataset
 from detptq.registry import MODELS
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
 
+from helpers import TINY_PTQ_LOADERS
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = dict(seed=1, num_train=2, num_val=6, num_calib=4, img_size=96)
 
@@ -22,19 +24,7 @@ _base_ = ['{base}']
 data_root = '{data}/'
 demo_data = {demo}
 load_from = '{ckpt}'
-num_calib_images = 4
-# random weights score ~0.01 (prior); a low threshold still exercises COCO eval
-model = dict(bbox_head=dict(test_cfg=dict(score_thr=0.001)))
-_pipe = [dict(type='LoadImageFromFile'),
-         dict(type='YOLOLetterbox', scale=(96, 96), pad_val=114),
-         dict(type='LoadAnnotations', with_bbox=True),
-         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
-              'img_shape', 'scale_factor', 'pad_param'))]
-_loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
-test_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
-calib_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
-test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-"""
+""" + TINY_PTQ_LOADERS
 
 
 @pytest.fixture(scope='module')

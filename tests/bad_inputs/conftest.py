@@ -18,6 +18,8 @@ from typing import Dict, Optional
 
 import pytest
 
+from helpers import TINY_PTQ_LOADERS
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DATA = dict(seed=1, num_train=2, num_val=6, num_calib=4, num_tune=2, img_size=96)
 
@@ -26,18 +28,8 @@ _base_ = ['{base}']
 data_root = '{data}/'
 demo_data = {demo}
 load_from = '{ckpt}'
-num_calib_images = 4
-model = dict(bbox_head=dict(test_cfg=dict(score_thr=0.001)))
-_pipe = [dict(type='LoadImageFromFile'),
-         dict(type='YOLOLetterbox', scale=(96, 96), pad_val=114),
-         dict(type='LoadAnnotations', with_bbox=True),
-         dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
-              'img_shape', 'scale_factor', 'pad_param'))]
-_loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
-test_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
-calib_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
+""" + TINY_PTQ_LOADERS + """
 tune_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
-test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 tune_evaluator = dict(ann_file=data_root + 'annotations/instances_tune.json')
 """
 MINMAX = 'configs/demo/yolov6n_demo_minmax_w8a8.py'

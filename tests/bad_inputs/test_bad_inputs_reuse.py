@@ -188,7 +188,7 @@ def test_unreadable_checkpoint_is_one_sentence_naming_the_file(env, kind):
                        ('quantize.py', [env['detptq'], '--checkpoint', bad,
                                         '--work-dir', env['tmp'] / f'w_{kind}'])):
         proc = run_tool(tool, args, env['tmp'], env['tmp'] / 'cache')
-        clean_error(proc, f'{kind}.pth', 'is not a readable PyTorch checkpoint')
+        clean_error(proc, f'{kind}.pth', 'is not a PyTorch checkpoint')
 
 
 def malicious_cases(env):
