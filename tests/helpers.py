@@ -1,5 +1,6 @@
 """Helpers shared by several test files: config-built detectors, random BN, tiny quantized nets."""
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -66,3 +67,20 @@ test_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe
 calib_dataloader = dict(_loader, dataset=dict(data_root=data_root, pipeline=_pipe))
 test_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 """
+
+
+def tiny_data_and_checkpoint(tmp: Path, tiny_data: dict) -> tuple:
+    """Generate a tiny demo data set under ``tmp/data`` and a random-weight YOLOv6-N deploy checkpoint."""
+    from detptq.datasets.demo_data import ensure_demo_dataset
+    from detptq.utils.checkpoint import save_checkpoint_file
+    data = tmp / 'data'
+    ensure_demo_dataset(data, **tiny_data)
+    repo = Path(__file__).resolve().parents[1]
+    cfg = Config.fromfile(str(repo / 'configs/demo/yolov6n_demo.py'))
+    init_default_scope('detptq')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.switch_to_deploy()
+    ckpt = tmp / 'tiny.pth'
+    save_checkpoint_file({'state_dict': model.state_dict()}, str(ckpt))
+    return data, ckpt

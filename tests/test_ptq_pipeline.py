@@ -6,15 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
-from detptq.datasets.demo_data import ensure_demo_dataset
-from detptq.registry import MODELS
-from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
+from detptq.utils.checkpoint import load_checkpoint_file
 
-from helpers import TINY_PTQ_LOADERS
+from helpers import TINY_PTQ_LOADERS, tiny_data_and_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = dict(seed=1, num_train=2, num_val=6, num_calib=4, img_size=96)
@@ -31,15 +26,7 @@ load_from = '{ckpt}'
 def tiny_setup(tmp_path_factory):
     """A tiny demo data set and a random-weight YOLOv6-N checkpoint (deploy form)."""
     tmp = tmp_path_factory.mktemp('ptq')
-    data = tmp / 'data'
-    ensure_demo_dataset(data, **TINY_DATA)
-    cfg = Config.fromfile(str(ROOT / 'configs/demo/yolov6n_demo.py'))
-    init_default_scope('detptq')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.switch_to_deploy()
-    ckpt = tmp / 'tiny.pth'
-    save_checkpoint_file({'state_dict': model.state_dict()}, str(ckpt))
+    data, ckpt = tiny_data_and_checkpoint(tmp, TINY_DATA)
     return tmp, data, ckpt
 
 

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 import pytest
 
-from helpers import TINY_PTQ_LOADERS
+from helpers import TINY_PTQ_LOADERS, tiny_data_and_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DATA = dict(seed=1, num_train=2, num_val=6, num_calib=4, num_tune=2, img_size=96)
@@ -90,22 +90,6 @@ def assert_clean_error(proc: subprocess.CompletedProcess, tool: str, *fragments:
 @pytest.fixture(scope='session')
 def tiny(tmp_path_factory) -> Tiny:
     """A tiny demo data set and a random-weight YOLOv6-N checkpoint (deploy form)."""
-    import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    from detptq.datasets.demo_data import ensure_demo_dataset
-    from detptq.registry import MODELS
-    from detptq.utils.checkpoint import save_checkpoint_file
-
     tmp = tmp_path_factory.mktemp('bad_inputs')
-    data = tmp / 'data'
-    ensure_demo_dataset(data, **TINY_DATA)
-    cfg = Config.fromfile(str(ROOT / 'configs/demo/yolov6n_demo.py'))
-    init_default_scope('detptq')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.switch_to_deploy()
-    ckpt = tmp / 'tiny.pth'
-    save_checkpoint_file({'state_dict': model.state_dict()}, str(ckpt))
+    data, ckpt = tiny_data_and_checkpoint(tmp, TINY_DATA)
     return Tiny(tmp=tmp, data=data, ckpt=ckpt)
