@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from detptq.quantization import (CFWSWeightQuantizer, QuantConv2d, QuantLinear, calibrate, fold_bn,
-                                 quantize_model)
-from detptq.registry import QUANTIZERS
+from detptq.quantization import (CFWSWeightQuantizer, QuantConfig, QuantConv2d, QuantLinear,
+                                 calibrate, fold_bn, quantize_model)
 
 
 def randomize_bn(module: nn.Module, seed: int = 0) -> None:
@@ -191,13 +190,12 @@ def test_calibrate_restores_state_and_sets_scales():
     assert torch.allclose(qmodel.stem.conv.org_module(x), qmodel.stem.conv.org_forward(x))
 
 
-def test_cfws_scope_reparam_only_and_wrapper_from_registry():
-    wrapper = QUANTIZERS.build(dict(type='QuantWrapper', w_bits=4, cfws='reparam'))
-    qmodel = wrapper(tiny_model())
-    assert isinstance(qmodel.block.reparam.weight_quantizer, CFWSWeightQuantizer)
-    assert not isinstance(qmodel.neck[0].weight_quantizer, CFWSWeightQuantizer)
-    wrapper.calibrate(qmodel, images(), 1, progress=False)
-    assert qmodel.block.reparam.weight_quantizer.split
+def test_cfws_scope_reparam_only_from_a_typed_config():
+    model_q = quantize_model(tiny_model(), QuantConfig(w_bits=4, cfws='reparam'))
+    assert isinstance(model_q.block.reparam.weight_quantizer, CFWSWeightQuantizer)
+    assert not isinstance(model_q.neck[0].weight_quantizer, CFWSWeightQuantizer)
+    calibrate(model_q, images(), 1, progress=False)
+    assert model_q.block.reparam.weight_quantizer.split
 
 
 def test_last_patterns_match_yolov7_detect_convs():

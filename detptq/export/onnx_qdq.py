@@ -30,7 +30,6 @@ maps ``cls_score_s{stride}`` / ``bbox_pred_s{stride}``, or with ``decode``
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -39,7 +38,7 @@ import onnx
 import torch
 from torch import nn
 
-from detptq.quantization import quantize_model
+from detptq.quantization import quant_cfg_from_meta, quantize_model
 from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
 from .conv_outputs import quantize_conv_outputs
 from .export_modules import QDQParams, build_export_model
@@ -66,8 +65,10 @@ def read_quantized_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[
             f'{path!r} is not a quantized checkpoint (no state_dict + meta.quant_cfg); '
             'it looks like a float model. Quantize first: `python tools/quantize.py CONFIG` '
             'writes WORK_DIR/quantized.pth')
-    if isinstance(quant_cfg, str):
-        quant_cfg = json.loads(quant_cfg)
+    try:
+        quant_cfg = quant_cfg_from_meta(meta, path)  # checks the quant config's version
+    except ValueError as err:
+        raise NotQuantizedCheckpoint(str(err)) from None
     if not any(k.endswith('input_quantizer.scale') for k in state):
         raise NotQuantizedCheckpoint(f'{path!r} has meta.quant_cfg but no quantizer scales')
     if any(k.endswith('weight_quantizer.v') for k in state):
