@@ -1,10 +1,17 @@
-"""Hook that quantizes ``runner.model`` (quantize_model + calibrate) before validation/testing."""
+"""QuantWrapperHook: the one way a Runner's model gets quantized (quantize_model + calibrate).
+
+PTQLoop wraps the model through it: the loop builds one from ``HOOKS`` and calls
+:meth:`QuantWrapperHook.wrap` between the FP evaluation and reconstruction (a
+point that is no mmengine hook point). As a ``custom_hooks`` entry it gives any
+val/test run a fake-quantized, calibrated model (no reconstruction, no result.json).
+"""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from torch import nn
 
 from detptq.quantization import calibrate, quantize_model
 from detptq.registry import HOOKS
@@ -61,19 +68,25 @@ class QuantWrapperHook(Hook):
             self.calib_dataloader = runner.build_dataloader(self.calib_dataloader, seed=runner.seed)
         return self.calib_dataloader
 
-    def quantize(self, runner, stage: str) -> None:
-        """Quantize and calibrate ``runner.model`` (unwrapping DDP-style wrappers)."""
-        if self.done:
-            return
+    def wrap(self, runner, batches: Iterable, num_batches: int) -> nn.Module:
+        """Quantize ``runner.model`` (DDP-style wrappers unwrapped), calibrate it on
+        ``num_batches`` of ``batches`` and put it in the runner; returns the quantized model."""
         wrapped = is_model_wrapper(runner.model)
         model = runner.model.module if wrapped else runner.model
-        qmodel = quantize_model(model, self.quant_cfg, inplace=self.inplace)
-        calibrate(qmodel, self._dataloader(runner, stage), self.num_batches)
+        model_q = quantize_model(model, self.quant_cfg, inplace=self.inplace)
+        calibrate(model_q, batches, num_batches)
         if wrapped:
-            runner.model.module = qmodel
+            runner.model.module = model_q
         else:
-            runner.model = qmodel
+            runner.model = model_q
         self.done = True
+        return model_q
+
+    def quantize(self, runner, stage: str) -> None:
+        """Quantize and calibrate ``runner.model`` on the hook's calibration data, once."""
+        if self.done:
+            return
+        self.wrap(runner, self._dataloader(runner, stage), self.num_batches)
         runner.logger.info(f'QuantWrapperHook: quantized and calibrated the model at {stage} '
                            f'({self.num_batches} batches)')
 
