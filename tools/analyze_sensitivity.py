@@ -92,11 +92,11 @@ def run(args: argparse.Namespace) -> None:
     model = runner.model.eval()
 
     inputs = calib_inputs(runner, model, cfg.calib_dataloader, args.num_images)
-    q_model = quantize_model(model, cfg.quant_cfg)
+    model_q = quantize_model(model, cfg.quant_cfg)
     # the same tensors and forward as the measurement, so every layer sees what it is scored on
-    calibrate(q_model, inputs, num_batches=len(inputs), forward_fn=default_dense_fn,
+    calibrate(model_q, inputs, num_batches=len(inputs), forward_fn=default_dense_fn,
               progress=not args.no_progress)
-    results = layer_sensitivity(q_model, inputs, metric=args.metric, mode=args.mode,
+    results = layer_sensitivity(model_q, inputs, metric=args.metric, mode=args.mode,
                                 progress=not args.no_progress)
 
     json_path = osp.join(cfg.work_dir, 'sensitivity.json')

@@ -18,7 +18,7 @@ for all settings of L (float in ``one``, all-quantized in ``all-but-one``), so
 those calls are recorded once per batch and replayed
 (``detptq.utils.forward_replay``); only the rest of the network runs.
 
-    results = layer_sensitivity(q_model, batches, metric='odol', mode='both')
+    results = layer_sensitivity(model_q, batches, metric='odol', mode='both')
     save_sensitivity(results, 'work/sensitivity.json', 'work/sensitivity.png', meta)
     print(format_top_table(results, top=10))
 """

@@ -1,4 +1,4 @@
-"""QDrop's random activation dropping with the reference semantics (METHOD.md section 6).
+"""QDrop's random activation dropping with the reference semantics (docs/METHOD.md section 6).
 
 QDrop draws one keep-mask per activation element **where the tensor is
 produced**: every consumer of a tensor sees the same mix of quantized and FP
