@@ -61,14 +61,9 @@ DEFAULT_WEIGHT: Dict[str, Any] = dict(type='UniformQuantizer',
                                       per_channel=True,
                                       ch_axis=0,
                                       learn_scale=False)
-DEFAULT_ACT: Dict[str, Any] = dict(type='UniformQuantizer',
-                                   calibrator=dict(type='MinMaxCalibrator'),
-                                   symmetric=False,
-                                   unsigned=False,
-                                   narrow_range=False,
-                                   per_channel=False,
-                                   ch_axis=1,
-                                   learn_scale=False)
+# activations: asymmetric, per tensor (channel axis 1 of an NCHW input when per channel)
+DEFAULT_ACT: Dict[str, Any] = dict(copy.deepcopy(DEFAULT_WEIGHT), symmetric=False,
+                                   narrow_range=False, per_channel=False, ch_axis=1)
 # last: YOLOv6 heads (cls/reg_preds), our YOLOv7 head (pred_layers), official YOLOv7 Detect (m.N).
 DEFAULT_LAST_PATTERNS = ['*cls_preds*', '*reg_preds*', '*pred_layers*', 'm.*', '*.m.*']
 
