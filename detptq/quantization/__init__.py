@@ -2,6 +2,7 @@
 from .bn_fold import fold_bn, fold_bn_into_conv
 from .bops import count_bops
 from .calibrate import calibrate, calibrate_weights
+from .calibration_set import CalibrationSet
 from .calibrators import *  # noqa: F401,F403  (registers the calibrators)
 from .cfws import CFWSWeightQuantizer, cfws_extra_bops
 from .qconfig import DEFAULT_QCFG, layer_qconfig, merge_qcfg
@@ -16,5 +17,6 @@ __all__ = [
     'PASS_THROUGH_BITS', 'QuantConv2d', 'QuantLinear', 'QuantConvTranspose2d', 'QUANT_MODULES',
     'iter_quantizers', 'quantization_disabled', 'fold_bn', 'fold_bn_into_conv', 'count_bops',
     'cfws_extra_bops', 'DEFAULT_QCFG', 'merge_qcfg', 'layer_qconfig', 'quantize_model', 'calibrate',
-    'calibrate_weights', 'QuantWrapper', 'disabled', 'is_active', 'observing', 'saved_qparams'
+    'calibrate_weights', 'CalibrationSet', 'QuantWrapper', 'disabled', 'is_active', 'observing',
+    'saved_qparams'
 ]

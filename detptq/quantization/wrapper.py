@@ -120,12 +120,12 @@ class QuantWrapper:
 
     @staticmethod
     def calibrate(model: nn.Module,
-                  data_iter: Iterable,
-                  num_batches: int,
+                  calib: Iterable,
+                  num_batches: Optional[int] = None,
                   forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
                   progress: bool = True) -> nn.Module:
         """Calibrate a quantized model (see :func:`detptq.quantization.calibrate.calibrate`)."""
-        return calibrate(model, data_iter, num_batches, forward_fn, progress)
+        return calibrate(model, calib, num_batches, forward_fn, progress)
 
     def __repr__(self) -> str:
         return f'QuantWrapper({self.qcfg!r})'

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from detptq.quantization import calibrate, quantize_model
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.registry import HOOKS
 
 _STAGES = ('before_run', 'before_val', 'before_test')
@@ -68,7 +69,10 @@ class QuantWrapperHook(Hook):
         wrapped = is_model_wrapper(runner.model)
         model = runner.model.module if wrapped else runner.model
         qmodel = quantize_model(model, self.quant_cfg, inplace=self.inplace)
-        calibrate(qmodel, self._dataloader(runner, stage), self.num_batches)
+        calib = CalibrationSet.from_loader(self._dataloader(runner, stage),
+                                           getattr(qmodel, 'data_preprocessor', None),
+                                           num_batches=self.num_batches)
+        calibrate(qmodel, calib, self.num_batches)
         if wrapped:
             runner.model.module = qmodel
         else:

@@ -15,8 +15,7 @@ import json
 import os.path as osp
 import resource
 import time
-from itertools import islice
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from mmengine.logging import print_log
@@ -26,7 +25,7 @@ from detptq.engine.metrics_cache import (fp_metrics_fingerprint, load_fp_metrics
                                          store_fp_metrics)
 from detptq.engine.run_state import RunState
 from detptq.quantization import calibrate, quantize_model
-from detptq.quantization.calibrate import default_calib_forward
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.cfws import cfws_extra_bops
 from detptq.registry import LOOPS, RECONSTRUCTORS
 from detptq.utils.checkpoint import save_checkpoint_file
@@ -88,19 +87,18 @@ class PTQLoop(BaseLoop):
         self.model_name = model_name or runner.experiment_name.split('_2')[0]
 
     # -- steps ------------------------------------------------------------
-    def _calib_batches(self) -> List[Any]:
+    def calibration_set(self, data_preprocessor) -> CalibrationSet:
+        """The calibration images (whole batches, at least ``num_calib_images``) as model inputs."""
         loader_cfg = copy.deepcopy(self.calib_dataloader_cfg)
         if self.calib_seed is not None:
             loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True,
                                          seed=self.calib_seed)
         loader = self.runner.build_dataloader(loader_cfg)
-        batch_size = loader.batch_size or 1
-        num_batches = max(1, -(-self.num_calib_images // batch_size))
-        batches = list(islice(iter(loader), num_batches))
-        images = sum(len(b['inputs']) for b in batches)
-        print_log(f'PTQ: {images} calibration images in {len(batches)} batches '
+        calib = CalibrationSet.from_loader(loader, data_preprocessor,
+                                           num_images=self.num_calib_images)
+        print_log(f'PTQ: {calib.num_images} calibration images in {len(calib)} batches '
                   f'(calib_seed={self.calib_seed})', logger='current')
-        return batches
+        return calib
 
     def _fp_metrics(self, model: torch.nn.Module, state: RunState) -> Dict[str, float]:
         fingerprint = fp_metrics_fingerprint(self.runner.cfg, self.runner.cfg.load_from)
@@ -126,17 +124,6 @@ class PTQLoop(BaseLoop):
             checkpoint=file_digest(cfg.load_from),
             calib_data=dict(loader=self.calib_dataloader_cfg, images=self.num_calib_images))
 
-    @staticmethod
-    def calib_ids(calib: List[Any]) -> List[Any]:
-        """(img_id, file name) of every calibration image, in order."""
-        ids = []
-        for batch in calib:
-            samples = batch.get('data_samples') if isinstance(batch, dict) else None
-            for sample in samples or []:
-                meta = getattr(sample, 'metainfo', {})
-                ids.append([meta.get('img_id'), osp.basename(str(meta.get('img_path', '')))])
-        return ids
-
     def run(self) -> Dict[str, Any]:
         """Quantize, evaluate, and write ``result.json`` and ``quantized.pth``."""
         runner = self.runner
@@ -155,10 +142,10 @@ class PTQLoop(BaseLoop):
         fp_model = runner.model
         fp_model.eval()
         fp_metrics = self._fp_metrics(fp_model, state) if self.eval_fp else {}
-        calib = self._calib_batches()
-        fingerprint = fingerprint.with_parts(calib_images=self.calib_ids(calib))
+        calib = self.calibration_set(fp_model.data_preprocessor)
+        fingerprint = fingerprint.with_parts(calib_images=calib.image_ids)
         q_model = quantize_model(fp_model, self.quant_cfg)
-        calibrate(q_model, calib, num_batches=len(calib))
+        calibrate(q_model, calib)
         state.tick()
         recon_stats = None
         if self.recon_cfg:
@@ -182,17 +169,15 @@ class PTQLoop(BaseLoop):
 
     # -- reporting --------------------------------------------------------
     def _result(self, fp: Dict[str, float], q: Dict[str, float], q_model,
-                calib: List[Any], seconds: float, recon_stats) -> Dict[str, Any]:
+                calib: CalibrationSet, seconds: float, recon_stats) -> Dict[str, Any]:
         cfg = self.quant_cfg
-        images = sum(len(b['inputs']) for b in calib)
         result = dict(
             model=self.model_name, method=self.method,
             w_bits=cfg.get('w_bits'), a_bits=cfg.get('a_bits'),
             fp_metrics=fp, quant_metrics=q,
             drop=(fp['mAP'] - q['mAP']) if 'mAP' in fp and 'mAP' in q else None,
-            calib_images=images, calib_seed=self.calib_seed,
-            calib_img_ids=[s.img_id for b in calib if isinstance(b, dict)
-                           for s in b.get('data_samples', []) if hasattr(s, 'img_id')],
+            calib_images=calib.num_images, calib_seed=self.calib_seed,
+            calib_img_ids=[img_id for img_id, _ in calib.image_ids if img_id is not None],
             wall_time_s=round(seconds, 1),
             peak_memory_mb=round(resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -200,7 +185,7 @@ class PTQLoop(BaseLoop):
             quant_cfg=cfg, recon_cfg=self.recon_cfg,
             detptq_version=__version__,
             finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
-        bops = cfws_extra_bops(q_model, calib[0], forward_fn=default_calib_forward)
+        bops = cfws_extra_bops(q_model, calib[0])
         result['bops'] = {k: bops[k] for k in ('total_bops', 'cfws_extra_bops',
                                               'extra_ratio') if k in bops}
         if recon_stats:
