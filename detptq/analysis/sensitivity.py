@@ -18,7 +18,7 @@ for all settings of L (float in ``one``, all-quantized in ``all-but-one``), so
 those calls are recorded once per batch and replayed
 (``detptq.utils.forward_replay``); only the rest of the network runs.
 
-    results = layer_sensitivity(model_q, batches, metric='odol', mode='both')
+    results = layer_sensitivity(model_q, calib, metric='odol', mode='both')
     save_sensitivity(results, 'work/sensitivity.json', 'work/sensitivity.png', meta)
     print(format_top_table(results, top=10))
 """
@@ -33,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from detptq.models.dense_outputs import default_dense_fn
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.quant_modules import QUANT_MODULES
 from detptq.quantization.state import disabled
 from detptq.reconstruction.odol import ODOL
@@ -59,20 +60,6 @@ def error_fn(metric: str) -> Callable[[Dense, Dense], torch.Tensor]:
     if metric == 'mse':
         return dense_mse
     raise ValueError(f'sensitivity: metric={metric!r} is invalid; use one of {METRICS}')
-
-
-def model_inputs(model: nn.Module, batches: Sequence[Any]) -> List[torch.Tensor]:
-    """Input tensors of each batch (mmengine data dicts go through ``model.data_preprocessor``)."""
-    inputs = []
-    with torch.no_grad():
-        for batch in batches:
-            if isinstance(batch, dict) and 'inputs' in batch:
-                batch = model.data_preprocessor(batch, False)['inputs']
-            if not isinstance(batch, torch.Tensor):
-                raise TypeError(f'sensitivity: a batch is a {type(batch).__name__}; expected a '
-                                'tensor or an mmengine data dict with "inputs"')
-            inputs.append(batch)
-    return inputs
 
 
 def layer_bits(model: nn.Module, name: str, layer: nn.Module) -> Tuple[Any, Any]:
@@ -120,10 +107,10 @@ def _sweep(layers: List[Tuple[str, nn.Module]], flags: Dict[nn.Module, bool],
 
 
 @torch.no_grad()
-def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'odol',
+def layer_sensitivity(model: nn.Module, calib: CalibrationSet, metric: str = 'odol',
                       mode: str = 'both', dense_fn: DenseFn = default_dense_fn,
                       replay: bool = True, progress: bool = True) -> Dict[str, Any]:
-    """Errors of every quant layer in ``mode``; the model's quantizer flags are restored after.
+    """Errors of every quant layer in ``mode`` on ``calib``; quantizer flags are restored after.
 
     Returns ``{'layers': [dict(name, type, w_bits, a_bits, error_one, error_all_but_one,
     recovered, rank_one, rank_all_but_one, rank)], 'error_all_quantized', 'images',
@@ -138,8 +125,8 @@ def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'o
     if not layers:
         raise ValueError('sensitivity: the model has no quant layers; call quantize_model and '
                          'calibrate first')
-    inputs = model_inputs(model, batches)
-    if not inputs:
+    inputs = CalibrationSet.of(calib)
+    if not len(inputs):
         raise ValueError('sensitivity: no batches given')
     modes = ['one', 'all-but-one'] if mode == 'both' else [mode]
     was_training = model.training

@@ -2,6 +2,7 @@
 from .bn_fold import fold_bn, fold_bn_into_conv
 from .bops import count_bops
 from .calibrate import calibrate, calibrate_weights
+from .calibration_set import CalibrationSet
 from .calibrators import *  # noqa: F401,F403  (registers the calibrators)
 from .cfws import CFWSWeightQuantizer, cfws_extra_bops
 from .qconfig import (DEFAULT_QCFG, QCONFIG_VERSION, QuantConfig, layer_qconfig, merge_qcfg,
@@ -17,6 +18,6 @@ __all__ = [
     'PASS_THROUGH_BITS', 'QuantConv2d', 'QuantLinear', 'QuantConvTranspose2d', 'QUANT_MODULES',
     'iter_quantizers', 'quantization_disabled', 'fold_bn', 'fold_bn_into_conv', 'count_bops',
     'cfws_extra_bops', 'DEFAULT_QCFG', 'merge_qcfg', 'layer_qconfig', 'quantize_model', 'calibrate',
-    'calibrate_weights', 'QuantConfig', 'QCONFIG_VERSION', 'quant_cfg_meta', 'quant_cfg_from_meta',
+    'calibrate_weights', 'CalibrationSet', 'QuantConfig', 'QCONFIG_VERSION', 'quant_cfg_meta', 'quant_cfg_from_meta',
     'disabled', 'is_active', 'observing', 'saved_qparams'
 ]

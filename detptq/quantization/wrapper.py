@@ -5,7 +5,7 @@ model with it (PTQLoop and a plain test run alike).
 """
 import copy
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Union
 
 from torch import nn
 

@@ -2,7 +2,7 @@
 
 Public entry points::
 
-    results = search_p(model_q, batches, dense_fn=default_dense_fn, cfg=PSearchConfig())
+    results = search_p(model_q, calib, dense_fn=default_dense_fn, cfg=PSearchConfig())
     save_p_search(results, 'work_dir/p_search.json', 'work_dir/p_search.png')
     apply_p_search(model_q, results)            # s_p* becomes each quantizer's scale
     p_map = unit_p_map(units, results, layer_order)   # {unit: p} for reconstruct()
@@ -25,8 +25,8 @@ finish before the layer are replayed from a recording (``utils.forward_replay``)
 and the 8 candidates of one quantizer run as one batch of 8*B images.
 
 ``dense_fn(model, inputs) -> (cls_prob (B,N,C), ltrb (B,N,4))`` runs the
-detector up to its dense outputs; batches must be input tensors (mmengine
-data dicts are passed through ``model.data_preprocessor`` first).
+detector up to its dense outputs on one batch of the ``CalibrationSet``
+(input tensors).
 """
 from __future__ import annotations
 
@@ -41,10 +41,9 @@ from torch import nn
 from tqdm import tqdm
 
 from detptq.models.dense_outputs import default_dense_fn
-from detptq.quantization.calibrators.base import squeeze_per_tensor
-from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
+from detptq.quantization.calibration_set import CalibrationSet
+from detptq.quantization.calibrators.lp_search import LpSearchCalibrator
 from detptq.quantization.cfws import is_splittable
-from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
@@ -91,13 +90,6 @@ class PSearchConfig:
         return (float(self.fixed_p),) if self.fixed_p is not None else tuple(self.p_values)
 
 
-def _as_inputs(model: nn.Module, batch: Any) -> Any:
-    """Input tensors of a batch (mmengine data dicts go through the data preprocessor)."""
-    if isinstance(batch, dict) and 'inputs' in batch and hasattr(model, 'data_preprocessor'):
-        return model.data_preprocessor(batch, False)['inputs']
-    return batch
-
-
 def _targets(model: nn.Module, kinds: Sequence[str]) -> List[Target]:
     """(layer name, layer, kind, quantizer) for every active uniform quantizer."""
     found = []
@@ -139,7 +131,8 @@ def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence
     for name, _, kind, q in targets:
         cal = cals[(name, kind)]
         if cal.has_data:  # a layer that never ran keeps its calibrated scale
-            params[(name, kind)] = lp_params_per_p(cal, q, cfg.searched_p)
+            # sqrt products for half-integer p: the p search's numbers since it was written
+            params[(name, kind)] = cal.compute_per_p(q, cfg.searched_p, half_powers_by_sqrt=True)
     return params
 
 
@@ -148,52 +141,6 @@ def _weight_to_search(weight: torch.Tensor, q: UniformQuantizer) -> torch.Tensor
     if getattr(q, 'split', False) and hasattr(q, 'coarse_part') and is_splittable(weight):
         return weight - q.coarse_part(weight, q.coarse_scale)
     return weight
-
-
-def _abs_powers(err: torch.Tensor, p_values: Sequence[float]) -> List[torch.Tensor]:
-    """|err|^p for each p; half-integer p use sqrt and products (much cheaper than pow)."""
-    cache: Dict[float, torch.Tensor] = {1.0: err}
-    root = None
-    out = []
-    for p in p_values:
-        whole, half = divmod(float(p), 1.0)
-        if half not in (0.0, 0.5) or whole > 8:
-            out.append(err.pow(p))
-            continue
-        if whole not in cache:
-            cache[whole] = err.pow(int(whole))
-        value = cache[whole]
-        if half:
-            root = err.sqrt() if root is None else root
-            value = root if whole == 0 else value * root
-        out.append(value)
-    return out
-
-
-def lp_params_per_p(cal: LpSearchCalibrator, q: UniformQuantizer, p_values: Sequence[float]
-                    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """``cal.compute(q)`` for every p at once: each candidate is fake-quantized only once.
-
-    Same candidates, error and tie rule as ``LpSearchCalibrator.search``.
-    """
-    values, lo, hi = cal.samples.values(), cal.min_val, cal.max_val
-    ratios = cal.candidate_ratios()
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
-    errors: List[List[torch.Tensor]] = [[] for _ in p_values]
-    for start in range(0, len(ratios), per_chunk):
-        r = ratios[start:start + per_chunk, None]
-        scale, zp = range_to_qparams(q, lo[None] * r, hi[None] * r)
-        err = (values[None] - fake_quantize(values[None], scale[..., None], zp[..., None],
-                                            q.qmin, q.qmax)).abs()
-        for i, powered in enumerate(_abs_powers(err, p_values)):
-            errors[i].append(powered.mean(dim=-1))
-    params = []
-    for per_p in errors:
-        best_ratio = ratios[torch.cat(per_p, dim=0).argmin(dim=0)]
-        scale, zp = range_to_qparams(q, lo * best_ratio, hi * best_ratio)
-        params.append((squeeze_per_tensor(scale, cal.per_channel),
-                       squeeze_per_tensor(zp, cal.per_channel)))
-    return params
 
 
 def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
@@ -259,7 +206,7 @@ def _best_index(mean: Sequence[float], p_values: Sequence[float]) -> int:
 
 
 @torch.no_grad()
-def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = default_dense_fn,
+def search_p(model_q: nn.Module, calib: CalibrationSet, dense_fn: DenseFn = default_dense_fn,
              cfg: Optional[PSearchConfig] = None, report: Optional[Dict[str, Any]] = None
              ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """{layer: {'weight'|'act': {'p', 'scale', 'zero_point', 'odol': {p: value}}}}; model unchanged.
@@ -274,7 +221,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
     p_values = cfg.searched_p
     was_training = model_q.training
     model_q.eval()
-    batches = [_as_inputs(model_q, b) for b in batches]
+    batches = list(CalibrationSet.of(calib))  # the few images of the search, preprocessed once
     targets = _targets(model_q, cfg.kinds)
     # FP everywhere; each candidate switches on exactly one quantizer. Closing the
     # stack restores every grid, then every flag.

@@ -7,13 +7,14 @@ val/test run a fake-quantized, calibrated model (no reconstruction, no result.js
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
 
 from detptq.quantization import calibrate, quantize_model
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.registry import HOOKS
 
 _STAGES = ('before_run', 'before_val', 'before_test')
@@ -68,13 +69,14 @@ class QuantWrapperHook(Hook):
             self.calib_dataloader = runner.build_dataloader(self.calib_dataloader, seed=runner.seed)
         return self.calib_dataloader
 
-    def wrap(self, runner, batches: Iterable, num_batches: int) -> nn.Module:
-        """Quantize ``runner.model`` (DDP-style wrappers unwrapped), calibrate it on
-        ``num_batches`` of ``batches`` and put it in the runner; returns the quantized model."""
+    def wrap(self, runner, calib: CalibrationSet,
+             num_batches: Optional[int] = None) -> nn.Module:
+        """Quantize ``runner.model`` (DDP-style wrappers unwrapped), calibrate it on the first
+        ``num_batches`` (default all) of ``calib`` and put it in the runner; returns it."""
         wrapped = is_model_wrapper(runner.model)
         model = runner.model.module if wrapped else runner.model
         model_q = quantize_model(model, self.quant_cfg, inplace=self.inplace)
-        calibrate(model_q, batches, num_batches)
+        calibrate(model_q, calib, num_batches)
         if wrapped:
             runner.model.module = model_q
         else:
@@ -86,7 +88,11 @@ class QuantWrapperHook(Hook):
         """Quantize and calibrate ``runner.model`` on the hook's calibration data, once."""
         if self.done:
             return
-        self.wrap(runner, self._dataloader(runner, stage), self.num_batches)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        calib = CalibrationSet.from_loader(self._dataloader(runner, stage),
+                                           getattr(model, 'data_preprocessor', None),
+                                           num_batches=self.num_batches)
+        self.wrap(runner, calib)
         runner.logger.info(f'QuantWrapperHook: quantized and calibrated the model at {stage} '
                            f'({self.num_batches} batches)')
 

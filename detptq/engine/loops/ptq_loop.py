@@ -17,8 +17,7 @@ import copy
 import os.path as osp
 import resource
 import time
-from itertools import islice
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from mmengine.config import Config
@@ -29,7 +28,7 @@ from detptq.engine.metrics_cache import (fp_metrics_fingerprint, load_fp_metrics
                                          store_fp_metrics)
 from detptq.engine.run_state import RunState
 from detptq.quantization import quant_cfg_meta
-from detptq.quantization.calibrate import default_calib_forward
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.cfws import cfws_extra_bops
 from detptq.registry import HOOKS, LOOPS, RECONSTRUCTORS
 from detptq.utils.checkpoint import save_checkpoint_file
@@ -118,19 +117,18 @@ class PTQLoop(TestLoop):
                                               quant_cfg=self.quant_cfg, inplace=False))
 
     # -- steps ------------------------------------------------------------
-    def _calib_batches(self) -> List[Any]:
+    def calibration_set(self, data_preprocessor) -> CalibrationSet:
+        """The calibration images (whole batches, at least ``num_calib_images``) as model inputs."""
         loader_cfg = copy.deepcopy(self.calib_dataloader_cfg)
         if self.calib_seed is not None:
             loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True,
                                          seed=self.calib_seed)
         loader = self.runner.build_dataloader(loader_cfg)
-        batch_size = loader.batch_size or 1
-        num_batches = max(1, -(-self.num_calib_images // batch_size))
-        batches = list(islice(iter(loader), num_batches))
-        images = sum(len(b['inputs']) for b in batches)
-        print_log(f'PTQ: {images} calibration images in {len(batches)} batches '
+        calib = CalibrationSet.from_loader(loader, data_preprocessor,
+                                           num_images=self.num_calib_images)
+        print_log(f'PTQ: {calib.num_images} calibration images in {len(calib)} batches '
                   f'(calib_seed={self.calib_seed})', logger='current')
-        return batches
+        return calib
 
     def _fp_metrics(self, model: torch.nn.Module, state: RunState) -> Dict[str, float]:
         fingerprint = fp_metrics_fingerprint(self.runner.cfg, self.runner.cfg.load_from)
@@ -154,17 +152,6 @@ class PTQLoop(TestLoop):
             quant_cfg=self.quant_cfg, model=cfg.get('model'),
             checkpoint=file_digest(cfg.load_from),
             calib_data=dict(loader=self.calib_dataloader_cfg, images=self.num_calib_images))
-
-    @staticmethod
-    def calib_ids(calib: List[Any]) -> List[Any]:
-        """(img_id, file name) of every calibration image, in order."""
-        ids = []
-        for batch in calib:
-            samples = batch.get('data_samples') if isinstance(batch, dict) else None
-            for sample in samples or []:
-                meta = getattr(sample, 'metainfo', {})
-                ids.append([meta.get('img_id'), osp.basename(str(meta.get('img_path', '')))])
-        return ids
 
     def _evaluate(self, model: torch.nn.Module, desc: str) -> Dict[str, float]:
         """One evaluation pass over the test split (test iteration hooks fire on each batch)."""
@@ -193,9 +180,9 @@ class PTQLoop(TestLoop):
         model_fp = runner.model
         model_fp.eval()
         fp_metrics = self._fp_metrics(model_fp, state) if self.eval_fp else {}
-        calib = self._calib_batches()
-        fingerprint = fingerprint.with_parts(calib_images=self.calib_ids(calib))
-        model_q = self.quant_wrapper.wrap(runner, calib, num_batches=len(calib))
+        calib = self.calibration_set(model_fp.data_preprocessor)
+        fingerprint = fingerprint.with_parts(calib_images=calib.image_ids)
+        model_q = self.quant_wrapper.wrap(runner, calib)
         state.tick()
         recon_stats = None
         if self.recon_cfg:
@@ -218,17 +205,15 @@ class PTQLoop(TestLoop):
 
     # -- reporting --------------------------------------------------------
     def _result(self, fp: Dict[str, float], q: Dict[str, float], model_q,
-                calib: List[Any], seconds: float, recon_stats) -> Dict[str, Any]:
+                calib: CalibrationSet, seconds: float, recon_stats) -> Dict[str, Any]:
         cfg = self.quant_cfg
-        images = sum(len(b['inputs']) for b in calib)
         result = dict(
             model=self.model_name, method=self.method,
             w_bits=cfg.get('w_bits'), a_bits=cfg.get('a_bits'),
             fp_metrics=fp, quant_metrics=q,
             drop=(fp['mAP'] - q['mAP']) if 'mAP' in fp and 'mAP' in q else None,
-            calib_images=images, calib_seed=self.calib_seed,
-            calib_img_ids=[s.img_id for b in calib if isinstance(b, dict)
-                           for s in b.get('data_samples', []) if hasattr(s, 'img_id')],
+            calib_images=calib.num_images, calib_seed=self.calib_seed,
+            calib_img_ids=[img_id for img_id, _ in calib.image_ids if img_id is not None],
             wall_time_s=round(seconds, 1),
             peak_memory_mb=round(resource.getrusage(
                 resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -236,7 +221,7 @@ class PTQLoop(TestLoop):
             quant_cfg=cfg, recon_cfg=self.recon_cfg,
             detptq_version=__version__,
             finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
-        bops = cfws_extra_bops(model_q, calib[0], forward_fn=default_calib_forward)
+        bops = cfws_extra_bops(model_q, calib[0])
         result['bops'] = {k: bops[k] for k in ('total_bops', 'cfws_extra_bops',
                                               'extra_ratio') if k in bops}
         if recon_stats:
