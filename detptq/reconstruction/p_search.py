@@ -47,6 +47,7 @@ from detptq.quantization.cfws import is_splittable
 from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
+from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
@@ -177,7 +178,7 @@ def lp_params_per_p(cal: LpSearchCalibrator, q: UniformQuantizer, p_values: Sequ
     Same candidates, error and tie rule as ``LpSearchCalibrator.search``.
     """
     values, lo, hi = cal.samples.values(), cal.min_val, cal.max_val
-    ratios = cal.candidate_ratios()
+    ratios = cal.candidate_ratios(values.device)
     per_chunk = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
     errors: List[List[torch.Tensor]] = [[] for _ in p_values]
     for start in range(0, len(ratios), per_chunk):
@@ -197,7 +198,10 @@ def lp_params_per_p(cal: LpSearchCalibrator, q: UniformQuantizer, p_values: Sequ
 
 
 def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
-    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair."""
+    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair.
+
+    Compares tensors on their device (a host sync each): call once per quantizer.
+    """
     unique: List[QParams] = []
     slot = []
     for scale, zp in params:
@@ -208,7 +212,7 @@ def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
         else:
             slot.append(len(unique))
             unique.append((scale, zp))
-    return unique, torch.tensor(slot)
+    return unique, torch.tensor(slot, device=params[0][0].device)
 
 
 def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn.Module,
@@ -237,19 +241,22 @@ def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn
             for c, b in zip(cls_prob.chunk(k), ltrb.chunk(k))]
 
 
-def _score_target(model: nn.Module, replay: PrefixReplay, target: Target, params: List[QParams],
-                  inputs: Any, dense_fn: DenseFn, fp_dense, odol: ODOL,
-                  batch_candidates: bool) -> Tuple[torch.Tensor, int]:
-    """(summed ODOL over the batch's images per entry of ``params``, distinct grids run)."""
+def _score_target(model: nn.Module, replay: PrefixReplay, target: Target,
+                  grids: Tuple[List[QParams], torch.Tensor], inputs: Any, dense_fn: DenseFn,
+                  fp_dense, odol: ODOL, batch_candidates: bool) -> Tuple[torch.Tensor, int]:
+    """(summed ODOL over the batch's images per p, distinct grids run); stays on the device.
+
+    ``grids``: ``_unique_params`` of the quantizer's per-p parameters.
+    """
     name, layer, _, q = target
     # several p often pick the same clip ratio: evaluate each grid once
-    cands, slot = _unique_params(params)
+    cands, slot = grids
     groups = [cands] if batch_candidates else [[c] for c in cands]
     per_image: List[torch.Tensor] = []
     for group in groups:
         per_image += _candidate_odol(model, replay, name, layer, q, group, inputs, dense_fn,
                                      fp_dense, odol)
-    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64).cpu()
+    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64)
     return totals[slot], len(cands)
 
 
@@ -291,7 +298,10 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
         if cfg.fixed_p is None and targets:
             tree = CallTree(model_q, lambda: dense_fn(model_q, batches[0]))
             replay = PrefixReplay(model_q, tree, sorted({t[0] for t in targets}))
-            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64)
+            grids = {key: _unique_params(per_p) for key, per_p in params.items()}
+            # per-p ODOL sums stay on the model's device: read back once per quantizer
+            device = module_device(model_q)
+            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64, device=device)
                     for n, _, k, _ in targets}
             bar = tqdm(total=len(batches) * len(targets), desc='DetPTQ p search',
                        disable=not cfg.progress)
@@ -301,7 +311,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                     images += fp_dense[0].shape[0]
                     for target in targets:
                         totals, runs = _score_target(model_q, replay, target,
-                                                     params[(target[0], target[2])], inputs,
+                                                     grids[(target[0], target[2])], inputs,
                                                      dense_fn, fp_dense, odol,
                                                      cfg.batch_candidates)
                         sums[(target[0], target[2])] += totals
@@ -318,7 +328,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                     for inputs, fp_dense in zip(batches, fp_all):
                         # the prefix now includes the earlier quantizers: record it again
                         replay.record(lambda: dense_fn(model_q, inputs))
-                        totals, runs = _score_target(model_q, replay, target, params[key],
+                        totals, runs = _score_target(model_q, replay, target, grids[key],
                                                      inputs, dense_fn, fp_dense, odol,
                                                      cfg.batch_candidates)
                         sums[key] += totals

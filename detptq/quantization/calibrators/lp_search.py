@@ -1,5 +1,5 @@
 """Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (docs/METHOD.md §2)."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -58,14 +58,15 @@ class LpSearchCalibrator(RangeCalibrator):
         self.samples.add(view)
         self._update_range(view)
 
-    def candidate_ratios(self) -> torch.Tensor:
-        """Clip ratios from 1.0 downwards in ``step`` steps."""
-        return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32)
+    def candidate_ratios(self, device: Optional[torch.device] = None) -> torch.Tensor:
+        """Clip ratios from 1.0 downwards in ``step`` steps (on ``device``, default CPU)."""
+        return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32,
+                                              device=device)
 
     def search(self, quantizer, values: torch.Tensor, lo: torch.Tensor,
                hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Errors ``(num_candidates, C)`` and the best (scale, zero_point) per channel."""
-        ratios = self.candidate_ratios()
+        ratios = self.candidate_ratios(values.device)
         per_candidate = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
         errors = []
         for start in range(0, len(ratios), per_candidate):
