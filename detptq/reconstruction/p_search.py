@@ -378,7 +378,9 @@ def apply_p_search(model_q: nn.Module, results: Dict[str, Dict[str, Dict[str, An
             raise KeyError(f'p-search result for {name!r}, which the model does not have')
         for kind, entry in kinds.items():
             q = layer.weight_quantizer if kind == 'weight' else layer.input_quantizer
-            q.set_params(torch.tensor(entry['scale']), torch.tensor(entry['zero_point']))
+            device = q.scale.device
+            q.set_params(torch.tensor(entry['scale'], device=device),
+                         torch.tensor(entry['zero_point'], device=device))
             count += 1
     return count
 
