@@ -14,8 +14,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from detptq.quantization import UniformQuantizer, calibrate, iter_quantizers, quantize_model
-from detptq.reconstruction import (PSearchConfig, UnitDataCache, partition_units, reconstruct,
-                                   search_p)
+from detptq.reconstruction import (PSearchConfig, ReconConfig, UnitDataCache, partition_units,
+                                   reconstruct, search_p)
 from detptq.reconstruction.adaround import AdaRoundQuantizer
 from detptq.reconstruction.drop_masks import bernoulli_mask
 from detptq.registry import RECONSTRUCTORS
@@ -410,3 +410,14 @@ def test_the_deviceless_factory_check_can_fail():
     with deviceless_factories() as calls:
         UniformQuantizer(bits=4)
     assert calls and all('quantization/quantizer.py' in c for c in calls), calls
+
+
+def test_cache_device_settings_are_checked():
+    """Bad cache placement settings are one clear error naming the key and value."""
+    with pytest.raises(ValueError, match=r"cache_device='gpu'"):
+        ReconConfig(cache_device='gpu')
+    with pytest.raises(ValueError, match='cache_device_max_bytes=-1'):
+        ReconConfig(cache_device_max_bytes=-1)
+    # placement never changes results: it is not part of a unit's resume fingerprint
+    assert ReconConfig(cache_device='cpu', cache_device_max_bytes=10).fingerprint('u', 0, 2.0) \
+        == ReconConfig().fingerprint('u', 0, 2.0)

@@ -114,14 +114,16 @@ class _Group:
                 for field, spec in self.specs.items()}
         offsets = torch.tensor(self.offsets, device=rows.device)
         chunk_ids = torch.bucketize(rows, offsets[1:], right=True)
+        # which chunks and which of their rows: read back once, shared by every leaf
+        local_rows = [(cid, rows[chunk_ids == cid] - self.offsets[cid])
+                      for cid in chunk_ids.unique().tolist()]
         out: Dict[str, Any] = {}
         for field, spec in self.specs.items():
             n_leaves = len(self.chunks[0][field])
             leaves = []
             for leaf in range(n_leaves):
                 parts = []
-                for cid in chunk_ids.unique().tolist():
-                    local = rows[chunk_ids == cid] - self.offsets[cid]
+                for cid, local in local_rows:
                     stored = self.chunks[cid][field][leaf]
                     parts.append(stored[local.to(stored.device)])
                 leaves.append(_cat_rows(parts))
