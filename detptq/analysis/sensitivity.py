@@ -37,6 +37,7 @@ from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.quant_modules import QUANT_MODULES
 from detptq.quantization.state import disabled
 from detptq.reconstruction.odol import ODOL
+from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay
 from detptq.utils.io import write_json_atomic
 
@@ -84,8 +85,8 @@ def _set_all(flags: Dict[nn.Module, bool], on: bool) -> None:
 
 def _sweep(layers: List[Tuple[str, nn.Module]], flags: Dict[nn.Module, bool],
            mode: str, run: Callable[[], Dense], prefix: Optional[PrefixReplay], fp: Dense,
-           compute: Callable[[Dense, Dense], torch.Tensor], sums: Dict[Tuple[str, str], float],
-           bar: tqdm) -> None:
+           compute: Callable[[Dense, Dense], torch.Tensor],
+           sums: Dict[Tuple[str, str], torch.Tensor], bar: tqdm) -> None:
     """Add each layer's summed per-image error on one batch to ``sums[(mode, name)]``.
 
     The model enters with every layer off ('one') or on ('all-but-one'); each
@@ -102,7 +103,7 @@ def _sweep(layers: List[Tuple[str, nn.Module]], flags: Dict[nn.Module, bool],
                 out = run()
         finally:
             _set_layer(layer, flags, on=not one)
-        sums[(mode, name)] += compute(fp, out).sum().item()
+        sums[(mode, name)] += compute(fp, out).sum().double()  # on the device: no sync
         bar.update()
 
 
@@ -131,8 +132,11 @@ def layer_sensitivity(model: nn.Module, calib: CalibrationSet, metric: str = 'od
     modes = ['one', 'all-but-one'] if mode == 'both' else [mode]
     was_training = model.training
     model.eval()
-    sums = {(m, n): 0.0 for m in modes for n, _ in layers}
-    all_quantized, images = 0.0, 0
+    # float64 sums on the model's device (the same additions as Python floats), read once
+    device = module_device(model)
+    sums = {(m, n): torch.zeros((), dtype=torch.float64, device=device)
+            for m in modes for n, _ in layers}
+    all_quantized, images = torch.zeros((), dtype=torch.float64, device=device), 0
     bar = tqdm(total=len(inputs) * len(layers) * len(modes), desc=f'sensitivity ({metric})',
                unit='layer', disable=not progress)
     state = ExitStack()
@@ -155,13 +159,16 @@ def layer_sensitivity(model: nn.Module, calib: CalibrationSet, metric: str = 'od
                 _sweep(layers, flags, 'one', run, prefix, fp, compute, sums, bar)
             _set_all(flags, on=True)
             quantized = record() if 'all-but-one' in modes else run()
-            all_quantized += compute(fp, quantized).sum().item()
+            all_quantized += compute(fp, quantized).sum().double()
             if 'all-but-one' in modes:
                 _sweep(layers, flags, 'all-but-one', run, prefix, fp, compute, sums, bar)
     finally:
         bar.close()
         state.close()
         model.train(was_training)
+    keys = list(sums)
+    sums = dict(zip(keys, torch.stack([sums[k] for k in keys]).tolist()))
+    all_quantized = all_quantized.item()
     rows = []
     for name, layer in layers:
         w_bits, a_bits = layer_bits(model, name, layer)

@@ -34,6 +34,12 @@ unit only when every part matches; otherwise it logs which part changed and
 recomputes it (an unreadable file is recomputed with a warning). Every unit
 draws its random numbers from its own generator seeded with ``seed`` and its
 index, so a resumed run equals an uninterrupted one.
+
+Devices: the generator, the QDrop masks and the unit cache follow the unit's
+device (``recon_cfg.cache_device``: the cache fills the accelerator up to
+``cache_device_max_bytes``, then host RAM up to ``cache_max_bytes``, then
+disk). CPU runs draw exactly the numbers they always did; CUDA runs use a
+CUDA generator with the same seed, whose stream differs (``utils.devices``).
 """
 from __future__ import annotations
 
@@ -43,7 +49,6 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from mmengine.logging import print_log
 from torch import nn
 from tqdm import tqdm
@@ -52,6 +57,7 @@ from detptq.quantization.bops import default_forward
 from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.quant_modules import iter_quantizers
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
+from detptq.utils.devices import module_device, seeded_generator
 from detptq.utils.fingerprint import Fingerprint, digest_of, tensors_digest
 from .data_cache import UnitDataCache
 from .loss_history import LossRecorder
@@ -105,12 +111,14 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
                      bar: Optional[tqdm] = None) -> Dict[str, Any]:
     """Cache one unit's data, optimise it, harden it in place; return its statistics."""
     start = time.time()
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + position)
+    device = module_device(unit)
+    gen = seeded_generator(cfg.seed * 1_000_003 + position, device)
     loss_fn = LpLoss(p, l2_units=cfg.l2_units)
     if cfg.loss_curve_every:
         loss_fn = LossRecorder(loss_fn, cfg.loss_curve_every, cfg.iters)
-    device = next(unit.parameters()).device
-    with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir) as cache:
+    cache_device = device if cfg.cache_device == 'auto' else None
+    with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir, cache_device,
+                       cfg.cache_device_max_bytes) as cache:
         fill_unit_cache(cache, model_q, model_fp, name, unit, calib, forward_fn, n_calls,
                         with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0)
         before = evaluate_unit(unit, cache, loss_fn, cfg, device)

@@ -46,6 +46,7 @@ from detptq.quantization.calibrators.lp_search import LpSearchCalibrator
 from detptq.quantization.cfws import is_splittable
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
+from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
@@ -144,7 +145,10 @@ def _weight_to_search(weight: torch.Tensor, q: UniformQuantizer) -> torch.Tensor
 
 
 def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
-    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair."""
+    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair.
+
+    Compares tensors on their device (a host sync each): call once per quantizer.
+    """
     unique: List[QParams] = []
     slot = []
     for scale, zp in params:
@@ -155,7 +159,7 @@ def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
         else:
             slot.append(len(unique))
             unique.append((scale, zp))
-    return unique, torch.tensor(slot)
+    return unique, torch.tensor(slot, device=params[0][0].device)
 
 
 def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn.Module,
@@ -184,19 +188,22 @@ def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn
             for c, b in zip(cls_prob.chunk(k), ltrb.chunk(k))]
 
 
-def _score_target(model: nn.Module, replay: PrefixReplay, target: Target, params: List[QParams],
-                  inputs: Any, dense_fn: DenseFn, fp_dense, odol: ODOL,
-                  batch_candidates: bool) -> Tuple[torch.Tensor, int]:
-    """(summed ODOL over the batch's images per entry of ``params``, distinct grids run)."""
+def _score_target(model: nn.Module, replay: PrefixReplay, target: Target,
+                  grids: Tuple[List[QParams], torch.Tensor], inputs: Any, dense_fn: DenseFn,
+                  fp_dense, odol: ODOL, batch_candidates: bool) -> Tuple[torch.Tensor, int]:
+    """(summed ODOL over the batch's images per p, distinct grids run); stays on the device.
+
+    ``grids``: ``_unique_params`` of the quantizer's per-p parameters.
+    """
     name, layer, _, q = target
     # several p often pick the same clip ratio: evaluate each grid once
-    cands, slot = _unique_params(params)
+    cands, slot = grids
     groups = [cands] if batch_candidates else [[c] for c in cands]
     per_image: List[torch.Tensor] = []
     for group in groups:
         per_image += _candidate_odol(model, replay, name, layer, q, group, inputs, dense_fn,
                                      fp_dense, odol)
-    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64).cpu()
+    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64)
     return totals[slot], len(cands)
 
 
@@ -238,7 +245,10 @@ def search_p(model_q: nn.Module, calib: CalibrationSet, dense_fn: DenseFn = defa
         if cfg.fixed_p is None and targets:
             tree = CallTree(model_q, lambda: dense_fn(model_q, batches[0]))
             replay = PrefixReplay(model_q, tree, sorted({t[0] for t in targets}))
-            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64)
+            grids = {key: _unique_params(per_p) for key, per_p in params.items()}
+            # per-p ODOL sums stay on the model's device: read back once per quantizer
+            device = module_device(model_q)
+            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64, device=device)
                     for n, _, k, _ in targets}
             bar = tqdm(total=len(batches) * len(targets), desc='DetPTQ p search',
                        disable=not cfg.progress)
@@ -248,7 +258,7 @@ def search_p(model_q: nn.Module, calib: CalibrationSet, dense_fn: DenseFn = defa
                     images += fp_dense[0].shape[0]
                     for target in targets:
                         totals, runs = _score_target(model_q, replay, target,
-                                                     params[(target[0], target[2])], inputs,
+                                                     grids[(target[0], target[2])], inputs,
                                                      dense_fn, fp_dense, odol,
                                                      cfg.batch_candidates)
                         sums[(target[0], target[2])] += totals
@@ -265,7 +275,7 @@ def search_p(model_q: nn.Module, calib: CalibrationSet, dense_fn: DenseFn = defa
                     for inputs, fp_dense in zip(batches, fp_all):
                         # the prefix now includes the earlier quantizers: record it again
                         replay.record(lambda: dense_fn(model_q, inputs))
-                        totals, runs = _score_target(model_q, replay, target, params[key],
+                        totals, runs = _score_target(model_q, replay, target, grids[key],
                                                      inputs, dense_fn, fp_dense, odol,
                                                      cfg.batch_candidates)
                         sums[key] += totals
@@ -315,7 +325,9 @@ def apply_p_search(model_q: nn.Module, results: Dict[str, Dict[str, Dict[str, An
             raise KeyError(f'p-search result for {name!r}, which the model does not have')
         for kind, entry in kinds.items():
             q = layer.weight_quantizer if kind == 'weight' else layer.input_quantizer
-            q.set_params(torch.tensor(entry['scale']), torch.tensor(entry['zero_point']))
+            device = q.scale.device
+            q.set_params(torch.tensor(entry['scale'], device=device),
+                         torch.tensor(entry['zero_point'], device=device))
             count += 1
     return count
 

@@ -4,7 +4,7 @@
 ``LpSearchCalibrator`` and the DetPTQ p search (detptq.reconstruction.p_search)
 both use it.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -114,16 +114,19 @@ class LpSearchCalibrator(RangeCalibrator):
         self.samples.add(view)
         self._update_range(view)
 
-    def candidate_ratios(self) -> torch.Tensor:
-        """Clip ratios from 1.0 downwards in ``step`` steps."""
-        return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32)
+    def candidate_ratios(self, device: Optional[torch.device] = None) -> torch.Tensor:
+        """Clip ratios from 1.0 downwards in ``step`` steps (on ``device``, default CPU)."""
+        return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32,
+                                              device=device)
 
     def compute_per_p(self, quantizer, p_values: Sequence[float],
                       half_powers_by_sqrt: bool = False) -> List[QParams]:
         """``compute`` for each p in ``p_values`` from one pass over the candidates."""
         self._check_has_data()
-        params = lp_clip_search(quantizer, self.samples.values(), self.min_val, self.max_val,
-                                self.candidate_ratios(), p_values, half_powers_by_sqrt)
+        values = self.samples.values()
+        params = lp_clip_search(quantizer, values, self.min_val, self.max_val,
+                                self.candidate_ratios(values.device), p_values,
+                                half_powers_by_sqrt)
         return [(squeeze_per_tensor(scale, self.per_channel),
                  squeeze_per_tensor(zp, self.per_channel)) for scale, zp in params]
 
