@@ -51,9 +51,11 @@ from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.quant_modules import iter_quantizers
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
 from detptq.utils.fingerprint import Fingerprint, digest_of, tensors_digest
+from detptq.utils.memory import release_free_memory
 from .data_cache import UnitDataCache
 from .loss_history import LossRecorder
 from .lp_loss import LpLoss
+from .prefix_cache import UnitPrefixReplay
 from .recon_config import ReconConfig
 from .unit_io import fill_unit_cache, trace_execution
 from .unit_training import evaluate_unit, finish_unit, optimise_unit, setup_unit
@@ -100,8 +102,13 @@ def _load_finished(path: str, fingerprint: Fingerprint) -> Optional[Dict[str, An
 def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: nn.Module,
                      position: int, n_calls: int, calib_data: Sequence[Any],
                      forward_fn: Callable, p: float, cfg: ReconConfig,
-                     bar: Optional[tqdm] = None) -> Dict[str, Any]:
-    """Cache one unit's data, optimise it, harden it in place; return its statistics."""
+                     bar: Optional[tqdm] = None, prefix: Optional[UnitPrefixReplay] = None,
+                     unit_index: int = -1) -> Dict[str, Any]:
+    """Cache one unit's data, optimise it, harden it in place; return its statistics.
+
+    ``prefix``/``unit_index``: replay of the forward computed for earlier units
+    (see ``prefix_cache``); the unit's cached data are the same with or without.
+    """
     start = time.time()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + position)
     loss_fn = LpLoss(p, l2_units=cfg.l2_units)
@@ -110,7 +117,8 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
     device = next(unit.parameters()).device
     with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir) as cache:
         fill_unit_cache(cache, model_q, model_fp, name, unit, calib_data, forward_fn, n_calls,
-                        with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0)
+                        with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0,
+                        prefix=prefix, unit_index=unit_index)
         before = evaluate_unit(unit, cache, loss_fn, cfg, device)
         setup = setup_unit(unit, cfg)
         try:
@@ -119,6 +127,7 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
             finish_unit(setup)
         after = evaluate_unit(unit, cache, loss_fn, cfg, device)
         rows, spilled = len(cache), cache.bytes_on_disk
+    release_free_memory()  # the unit's cache is gone (see utils.memory)
     stats = dict(unit=name, position=position, p=float(p), loss_before=before, loss_after=after,
                  last_train_loss=last, rows=rows, spilled_bytes=spilled,
                  rounders=len(setup.rounders), act_steps=len(setup.act_quantizers),
@@ -154,6 +163,10 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
     model_fp.eval()
     model_q.eval()
     order, calls, _ = trace_execution(model_q, units, calib_data[0], forward_fn)
+    prefix = UnitPrefixReplay(
+        model_fp, model_q, units, [i for i in order if calls[i] > 0],
+        lambda: forward_fn(model_fp, calib_data[0]),
+        lambda: forward_fn(model_q, calib_data[0])) if cfg.prefix_replay else None
     stats: List[Dict[str, Any]] = []
     base = (fingerprint or Fingerprint()).with_parts(recon_cfg=cfg.fingerprint('', -1, -1.0))
     chain = digest_of('start')  # digest of the states of all units done so far
@@ -180,7 +193,7 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                           logger='current', level=logging.WARNING)
             else:
                 st = reconstruct_unit(model_fp, model_q, name, unit, position, calls[idx],
-                                      calib_data, forward_fn, p, cfg, bar)
+                                      calib_data, forward_fn, p, cfg, bar, prefix, idx)
                 print_log(f"recon [{position + 1}/{len(order)}] {name}: p={p:g} loss "
                           f"{st['loss_before']:.5g} -> {st['loss_after']:.5g} "
                           f"({st['seconds']:.1f}s, {st['rows']} rows)", logger='current')
@@ -195,6 +208,8 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                                           state_digest=state_digest, stats=st), path)
     finally:
         bar.close()
+        if prefix is not None:
+            prefix.discard()
         model_fp.train(modes[0])
         model_q.train(modes[1])
     return stats

@@ -48,6 +48,7 @@ from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
+from detptq.utils.memory import release_free_memory
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
 
@@ -140,6 +141,8 @@ def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence
         cal = cals[(name, kind)]
         if cal.has_data:  # a layer that never ran keeps its calibrated scale
             params[(name, kind)] = lp_params_per_p(cal, q, cfg.searched_p)
+        cal.reset()  # its samples are no longer needed
+        release_free_memory()  # see utils.memory: otherwise the heap only grows here
     return params
 
 
@@ -306,6 +309,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                                                      cfg.batch_candidates)
                         sums[(target[0], target[2])] += totals
                         evaluated += runs
+                        release_free_memory()
                         bar.update()
             else:
                 fp_all = [dense_fn(model_q, inputs) for inputs in batches]
