@@ -62,6 +62,8 @@ def parse_args() -> argparse.Namespace:
                         '(300: the demo; 20000: the COCO configs)')
     parser.add_argument('--no-bare', action='store_true', help='skip the bare PyTorch loop')
     parser.add_argument('--no-p-search', action='store_true')
+    parser.add_argument('--no-main-fill', action='store_true',
+                        help="skip timing main's cache fill (slow on large models)")
     parser.add_argument('--p-search-images', type=int, default=4)
     parser.add_argument('--minmax', action='store_true',
                         help='MinMax calibration instead of the config\'s Lp search (faster set-up)')
@@ -205,8 +207,11 @@ def unit_rows(cache) -> Dict[str, Any]:
     return rows
 
 
-def time_ours(unit, setup, cache, cfg, gen, iters: int, warmup: int) -> float:
-    """Seconds per iteration of ``optimise_unit`` (after ``warmup`` untimed iterations)."""
+def time_ours(unit, setup, cache, cfg, gen, iters: int, warmup: int) -> Tuple[float, float]:
+    """(wall, CPU) seconds per iteration of ``optimise_unit`` after ``warmup`` untimed ones.
+
+    CPU time of this process hardly depends on other jobs on the machine
+    (one thread): it estimates the wall time on a quiet machine."""
     from detptq.reconstruction.lp_loss import LpLoss
     from detptq.reconstruction.unit_training import optimise_unit
     loss_fn = LpLoss(2.0, l2_units=cfg.l2_units)
@@ -214,9 +219,9 @@ def time_ours(unit, setup, cache, cfg, gen, iters: int, warmup: int) -> float:
         cfg.iters = warmup
         optimise_unit(unit, setup, cache, loss_fn, cfg, gen, None)
     cfg.iters = iters
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     optimise_unit(unit, setup, cache, loss_fn, cfg, gen, None)
-    return (time.perf_counter() - start) / iters
+    return (time.perf_counter() - start) / iters, (time.process_time() - cpu) / iters
 
 
 def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
@@ -240,12 +245,14 @@ def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
         name, unit = units[idx]
         if calls[idx] == 0 or position not in picked:
             continue
-        with UnitDataCache() as cache:
-            # main's path: every unit re-runs both models from the input
-            t0 = time.perf_counter()
-            fill_unit_cache(cache, q, fp, name, unit, calib, default_calib_forward, calls[idx],
-                            with_fp_input=True)
-            fill_full_s = time.perf_counter() - t0
+        fill_full_s = math.nan
+        if not args.no_main_fill:
+            with UnitDataCache() as cache:
+                # main's path: every unit re-runs both models from the input
+                t0 = time.perf_counter()
+                fill_unit_cache(cache, q, fp, name, unit, calib, default_calib_forward,
+                                calls[idx], with_fp_input=True)
+                fill_full_s = time.perf_counter() - t0
         with UnitDataCache() as cache:
             # ours: calls earlier units' forwards computed are replayed (same values)
             t0 = time.perf_counter()
@@ -262,7 +269,8 @@ def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
                     work = _fresh_copy(unit)
                     setup = setup_unit(work, cfg)
                     try:
-                        ours = time_ours(work, setup, cache, cfg, gen, args.iters, args.warmup)
+                        ours, ours_cpu = time_ours(work, setup, cache, cfg, gen, args.iters,
+                                                   args.warmup)
                         bare = math.nan if args.no_bare else bare_loop(
                             work, setup, all_rows, batch, args.iters, args.warmup,
                             cfg.effective_drop_prob, cfg.lr_round, cfg.lr_act)
@@ -270,11 +278,13 @@ def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
                         finish_unit(setup)
                     rows.append(dict(unit=name, position=position, batch=batch, mode=mode,
                                      ours_it_s=1.0 / ours, bare_it_s=1.0 / bare,
+                                     ours_cpu_s_per_it=ours_cpu,
                                      overhead=ours / bare, fill_s=fill_s,
                                      fill_full_s=fill_full_s, total_units=len(order)))
                     print(f'{position:3d} {name[:34]:34s} b={batch:<3d} {mode:6s} '
                           f'ours {1 / ours:8.3f} it/s ({ours:.3f} s/it)  bare {1 / bare:8.3f} '
-                          f'it/s  overhead x{ours / bare:5.2f}  (cache fill {fill_s:.2f}s, '
+                          f'it/s  overhead x{ours / bare:5.2f}  CPU {ours_cpu:.3f} s/it  '
+                          f'(cache fill {fill_s:.2f}s, '
                           f'main {fill_full_s:.2f}s)',
                           flush=True)
     return rows
@@ -320,6 +330,7 @@ def summarise(rows: List[Dict[str, Any]], schedule_iters: int) -> List[Dict[str,
     for batch, mode in keys:
         sel = [r for r in rows if r['batch'] == batch and r['mode'] == mode]
         ours = sum(1 / r['ours_it_s'] for r in sel)
+        ours_cpu = sum(r['ours_cpu_s_per_it'] for r in sel)
         bare = sum(1 / r['bare_it_s'] for r in sel)
         fill, fill_main = sum(r['fill_s'] for r in sel), sum(r['fill_full_s'] for r in sel)
         run, run_main = fill + schedule_iters * ours, fill_main + schedule_iters * ours
@@ -330,7 +341,10 @@ def summarise(rows: List[Dict[str, Any]], schedule_iters: int) -> List[Dict[str,
                         schedule_iters=schedule_iters, schedule_s=run, schedule_main_s=run_main,
                         speedup_vs_main=run_main / run,
                         # measured units stand for all units in proportion (a sample)
-                        schedule_all_units_s=run * total_units / len(sel)))
+                        schedule_all_units_s=run * total_units / len(sel),
+                        # the same from CPU time (a quiet machine), iterations only
+                        schedule_all_units_cpu_s=schedule_iters * ours_cpu * total_units
+                        / len(sel)))
     return out
 
 
@@ -356,7 +370,8 @@ def main() -> None:
               f"cache fill {tot['fill_s']:.1f}s (main {tot['fill_main_s']:.1f}s); "
               f"{tot['schedule_iters']} iterations per unit: {tot['schedule_s']:.0f}s (main "
               f"{tot['schedule_main_s']:.0f}s, speed-up x{tot['speedup_vs_main']:.2f}); "
-              f"all units: {tot['schedule_all_units_s'] / 3600:.2f} h")
+              f"all units: {tot['schedule_all_units_s'] / 3600:.2f} h (iterations from CPU "
+              f"time: {tot['schedule_all_units_cpu_s'] / 3600:.2f} h)")
     if not args.no_p_search:
         ps = bench_p_search(q, calib, args)
         result['p_search'] = ps
