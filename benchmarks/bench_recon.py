@@ -310,7 +310,7 @@ def bench_p_search(q: nn.Module, calib, args) -> Dict[str, Any]:
                candidates_per_s=report['evaluated_candidates'] / odol_s,
                quantizers=report['quantizers'], images=report['images'])
     # reference: one plain FP forward of the whole model on the same images, 8x batched
-    from detptq.quantization.quant_modules import quantization_disabled
+    from detptq.quantization.state import disabled as quantization_disabled
     from detptq.reconstruction.p_search import default_dense_fn
     with torch.no_grad(), quantization_disabled(q):
         tiled = images.repeat(8, 1, 1, 1)
