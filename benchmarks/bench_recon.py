@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _pytree as pytree
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'yolov6n_demo_detptq_w4a8.py')
@@ -56,8 +57,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--positions', type=int, nargs='+',
                         help='only these unit positions (execution order), e.g. a sample')
     parser.add_argument('--modes', nargs='+', default=['brecq', 'qdrop'])
+    parser.add_argument('--schedule-iters', type=int, default=300,
+                        help='iterations per unit of the schedule whose time is reported '
+                        '(300: the demo; 20000: the COCO configs)')
     parser.add_argument('--no-bare', action='store_true', help='skip the bare PyTorch loop')
     parser.add_argument('--no-p-search', action='store_true')
+    parser.add_argument('--no-main-fill', action='store_true',
+                        help="skip timing main's cache fill (slow on large models)")
     parser.add_argument('--p-search-images', type=int, default=4)
     parser.add_argument('--minmax', action='store_true',
                         help='MinMax calibration instead of the config\'s Lp search (faster set-up)')
@@ -163,20 +169,20 @@ def bare_loop(unit: nn.Module, setup, rows: Dict[str, torch.Tensor], batch: int,
     groups = [dict(params=[r.v for _, r in setup.rounders], lr=lr_round),
               dict(params=[q.scale for q, _ in setup.act_quantizers], lr=lr_act)]
     opt = torch.optim.Adam([g for g in groups if g['params']])
-    x_all, y_all = rows['q_in'], rows['fp_out']
-    n = x_all[0].shape[0]
+    x_all, y_all = rows['q_in'], rows['fp_out']  # unit args (a tensor or a list each)
+    n = pytree.tree_leaves(x_all)[0].shape[0]
     x_fp = rows.get('fp_in')
     try:
         for t in range(warmup + iters):
             if t == warmup:
                 start = time.perf_counter()
             idx = torch.randperm(n)[:batch]
-            xs = [x[idx] for x in x_all]
+            xs = pytree.tree_map(lambda x: x[idx], x_all)
             if drop_prob < 1.0 and x_fp is not None:
-                xs = [torch.where(torch.rand(x.shape) < drop_prob, x, f[idx])
-                      for x, f in zip(xs, x_fp)]
+                xs = pytree.tree_map(lambda x, f: torch.where(torch.rand(x.shape) < drop_prob,
+                                                              x, f[idx]), xs, x_fp)
             out = unit(*xs)
-            y = y_all[idx] if isinstance(y_all, torch.Tensor) else [v[idx] for v in y_all]
+            y = pytree.tree_map(lambda v: v[idx], y_all)
             outs = out if isinstance(out, (list, tuple)) else [out]
             ys = y if isinstance(y, (list, tuple)) else [y]
             loss = sum((o - v).pow(2).sum(1).mean() for o, v in zip(outs, ys))
@@ -201,8 +207,11 @@ def unit_rows(cache) -> Dict[str, Any]:
     return rows
 
 
-def time_ours(unit, setup, cache, cfg, gen, iters: int, warmup: int) -> float:
-    """Seconds per iteration of ``optimise_unit`` (after ``warmup`` untimed iterations)."""
+def time_ours(unit, setup, cache, cfg, gen, iters: int, warmup: int) -> Tuple[float, float]:
+    """(wall, CPU) seconds per iteration of ``optimise_unit`` after ``warmup`` untimed ones.
+
+    CPU time of this process hardly depends on other jobs on the machine
+    (one thread): it estimates the wall time on a quiet machine."""
     from detptq.reconstruction.lp_loss import LpLoss
     from detptq.reconstruction.unit_training import optimise_unit
     loss_fn = LpLoss(2.0, l2_units=cfg.l2_units)
@@ -210,32 +219,45 @@ def time_ours(unit, setup, cache, cfg, gen, iters: int, warmup: int) -> float:
         cfg.iters = warmup
         optimise_unit(unit, setup, cache, loss_fn, cfg, gen, None)
     cfg.iters = iters
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     optimise_unit(unit, setup, cache, loss_fn, cfg, gen, None)
-    return (time.perf_counter() - start) / iters
+    return (time.perf_counter() - start) / iters, (time.process_time() - cpu) / iters
 
 
 def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
     """Per unit, batch size and mode: our and the bare loop's seconds per iteration."""
     from detptq.reconstruction import ReconConfig, UnitDataCache, float_reference, partition_units
+    from detptq.reconstruction.prefix_cache import UnitPrefixReplay
     from detptq.reconstruction.unit_io import fill_unit_cache, trace_execution
     from detptq.reconstruction.unit_training import finish_unit, setup_unit
-    from detptq.quantization.calibrate import default_calib_forward
+    from detptq.quantization.bops import default_forward
 
     fp = float_reference(q)
     units = partition_units(q, 'block')
-    order, calls, _ = trace_execution(q, units, calib[0], default_calib_forward)
+    order, calls, _ = trace_execution(q, units, calib[0], default_forward)
     print(f'{len(order)} reconstruction units', flush=True)
     picked = set(args.positions) if args.positions else set(range(args.units or len(order)))
+    prefix = UnitPrefixReplay(fp, q, units, [i for i in order if calls[i] > 0],
+                              lambda: default_forward(fp, calib[0]),
+                              lambda: default_forward(q, calib[0]))
     rows = []
     for position, idx in enumerate(order):
         name, unit = units[idx]
         if calls[idx] == 0 or position not in picked:
             continue
+        fill_full_s = math.nan
+        if not args.no_main_fill:
+            with UnitDataCache() as cache:
+                # main's path: every unit re-runs both models from the input
+                t0 = time.perf_counter()
+                fill_unit_cache(cache, q, fp, name, unit, calib, default_forward,
+                                calls[idx], with_fp_input=True)
+                fill_full_s = time.perf_counter() - t0
         with UnitDataCache() as cache:
+            # ours: calls earlier units' forwards computed are replayed (same values)
             t0 = time.perf_counter()
-            fill_unit_cache(cache, q, fp, name, unit, calib, default_calib_forward, calls[idx],
-                            with_fp_input=True)
+            fill_unit_cache(cache, q, fp, name, unit, calib, default_forward, calls[idx],
+                            with_fp_input=True, prefix=prefix, unit_index=idx)
             fill_s = time.perf_counter() - t0
             all_rows = unit_rows(cache)
             for batch in args.batch_sizes:
@@ -247,7 +269,8 @@ def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
                     work = _fresh_copy(unit)
                     setup = setup_unit(work, cfg)
                     try:
-                        ours = time_ours(work, setup, cache, cfg, gen, args.iters, args.warmup)
+                        ours, ours_cpu = time_ours(work, setup, cache, cfg, gen, args.iters,
+                                                   args.warmup)
                         bare = math.nan if args.no_bare else bare_loop(
                             work, setup, all_rows, batch, args.iters, args.warmup,
                             cfg.effective_drop_prob, cfg.lr_round, cfg.lr_act)
@@ -255,10 +278,14 @@ def bench_units(q: nn.Module, calib, args) -> List[Dict[str, Any]]:
                         finish_unit(setup)
                     rows.append(dict(unit=name, position=position, batch=batch, mode=mode,
                                      ours_it_s=1.0 / ours, bare_it_s=1.0 / bare,
-                                     overhead=ours / bare, fill_s=fill_s))
+                                     ours_cpu_s_per_it=ours_cpu,
+                                     overhead=ours / bare, fill_s=fill_s,
+                                     fill_full_s=fill_full_s, total_units=len(order)))
                     print(f'{position:3d} {name[:34]:34s} b={batch:<3d} {mode:6s} '
                           f'ours {1 / ours:8.3f} it/s ({ours:.3f} s/it)  bare {1 / bare:8.3f} '
-                          f'it/s  overhead x{ours / bare:5.2f}  (cache fill {fill_s:.2f}s)',
+                          f'it/s  overhead x{ours / bare:5.2f}  CPU {ours_cpu:.3f} s/it  '
+                          f'(cache fill {fill_s:.2f}s, '
+                          f'main {fill_full_s:.2f}s)',
                           flush=True)
     return rows
 
@@ -283,7 +310,7 @@ def bench_p_search(q: nn.Module, calib, args) -> Dict[str, Any]:
                candidates_per_s=report['evaluated_candidates'] / odol_s,
                quantizers=report['quantizers'], images=report['images'])
     # reference: one plain FP forward of the whole model on the same images, 8x batched
-    from detptq.quantization.quant_modules import quantization_disabled
+    from detptq.quantization.state import disabled as quantization_disabled
     from detptq.reconstruction.p_search import default_dense_fn
     with torch.no_grad(), quantization_disabled(q):
         tiled = images.repeat(8, 1, 1, 1)
@@ -294,16 +321,30 @@ def bench_p_search(q: nn.Module, calib, args) -> Dict[str, Any]:
     return out
 
 
-def summarise(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Totals per (batch, mode): sum of per-unit seconds per iteration (one step of every unit)."""
+def summarise(rows: List[Dict[str, Any]], schedule_iters: int) -> List[Dict[str, Any]]:
+    """Totals per (batch, mode) over the measured units: seconds per iteration of every unit,
+    and a schedule of ``schedule_iters`` iterations per unit (cache fill included) with our
+    code and with main's (every unit's fill re-runs both models from the input)."""
     out = []
     keys = sorted({(r['batch'], r['mode']) for r in rows})
     for batch, mode in keys:
         sel = [r for r in rows if r['batch'] == batch and r['mode'] == mode]
         ours = sum(1 / r['ours_it_s'] for r in sel)
+        ours_cpu = sum(r['ours_cpu_s_per_it'] for r in sel)
         bare = sum(1 / r['bare_it_s'] for r in sel)
-        out.append(dict(batch=batch, mode=mode, units=len(sel), ours_s_per_iter_all_units=ours,
-                        bare_s_per_iter_all_units=bare, overhead=ours / bare))
+        fill, fill_main = sum(r['fill_s'] for r in sel), sum(r['fill_full_s'] for r in sel)
+        run, run_main = fill + schedule_iters * ours, fill_main + schedule_iters * ours
+        total_units = sel[0]['total_units']
+        out.append(dict(batch=batch, mode=mode, units=len(sel), total_units=total_units,
+                        ours_s_per_iter_all_units=ours, bare_s_per_iter_all_units=bare,
+                        overhead=ours / bare, fill_s=fill, fill_main_s=fill_main,
+                        schedule_iters=schedule_iters, schedule_s=run, schedule_main_s=run_main,
+                        speedup_vs_main=run_main / run,
+                        # measured units stand for all units in proportion (a sample)
+                        schedule_all_units_s=run * total_units / len(sel),
+                        # the same from CPU time (a quiet machine), iterations only
+                        schedule_all_units_cpu_s=schedule_iters * ours_cpu * total_units
+                        / len(sel)))
     return out
 
 
@@ -321,11 +362,16 @@ def main() -> None:
     result: Dict[str, Any] = dict(model=desc, size=args.size, images=args.images)
     rows = bench_units(q, calib, args)
     result['units'] = rows
-    result['totals'] = summarise(rows)
+    result['totals'] = summarise(rows, args.schedule_iters)
     for tot in result['totals']:
-        print(f"all {tot['units']} units, batch {tot['batch']}, {tot['mode']}: one iteration of "
-              f"every unit {tot['ours_s_per_iter_all_units']:.3f}s (bare "
-              f"{tot['bare_s_per_iter_all_units']:.3f}s, overhead x{tot['overhead']:.2f})")
+        print(f"{tot['units']} of {tot['total_units']} units, batch {tot['batch']}, {tot['mode']}: "
+              f"one iteration of every unit {tot['ours_s_per_iter_all_units']:.3f}s (bare "
+              f"{tot['bare_s_per_iter_all_units']:.3f}s, overhead x{tot['overhead']:.2f}); "
+              f"cache fill {tot['fill_s']:.1f}s (main {tot['fill_main_s']:.1f}s); "
+              f"{tot['schedule_iters']} iterations per unit: {tot['schedule_s']:.0f}s (main "
+              f"{tot['schedule_main_s']:.0f}s, speed-up x{tot['speedup_vs_main']:.2f}); "
+              f"all units: {tot['schedule_all_units_s'] / 3600:.2f} h (iterations from CPU "
+              f"time: {tot['schedule_all_units_cpu_s'] / 3600:.2f} h)")
     if not args.no_p_search:
         ps = bench_p_search(q, calib, args)
         result['p_search'] = ps

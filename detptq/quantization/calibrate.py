@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from detptq.utils.memory import release_free_memory
 from .bops import default_forward
 from .calibration_set import CalibrationSet
 from .quant_modules import QUANT_MODULES
@@ -77,4 +78,5 @@ def calibrate(model: nn.Module,
             continue
         quantizer.compute_params()
         quantizer.calibrator.reset()
+        release_free_memory()  # searches leave freed heap behind (see utils.memory)
     return model

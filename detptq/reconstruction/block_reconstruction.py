@@ -59,9 +59,11 @@ from detptq.quantization.quant_modules import iter_quantizers
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
 from detptq.utils.devices import module_device, seeded_generator
 from detptq.utils.fingerprint import Fingerprint, digest_of, tensors_digest
+from detptq.utils.memory import release_free_memory
 from .data_cache import UnitDataCache
 from .loss_history import LossRecorder
 from .lp_loss import LpLoss
+from .prefix_cache import UnitPrefixReplay
 from .recon_config import ReconConfig
 from .unit_io import fill_unit_cache, trace_execution
 from .unit_training import evaluate_unit, finish_unit, optimise_unit, setup_unit
@@ -108,8 +110,13 @@ def _load_finished(path: str, fingerprint: Fingerprint) -> Optional[Dict[str, An
 def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: nn.Module,
                      position: int, n_calls: int, calib: CalibrationSet,
                      forward_fn: Callable, p: float, cfg: ReconConfig,
-                     bar: Optional[tqdm] = None) -> Dict[str, Any]:
-    """Cache one unit's data, optimise it, harden it in place; return its statistics."""
+                     bar: Optional[tqdm] = None, prefix: Optional[UnitPrefixReplay] = None,
+                     unit_index: int = -1) -> Dict[str, Any]:
+    """Cache one unit's data, optimise it, harden it in place; return its statistics.
+
+    ``prefix``/``unit_index``: replay of the forward computed for earlier units
+    (see ``prefix_cache``); the unit's cached data are the same with or without.
+    """
     start = time.time()
     device = module_device(unit)
     gen = seeded_generator(cfg.seed * 1_000_003 + position, device)
@@ -120,7 +127,8 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
     with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir, cache_device,
                        cfg.cache_device_max_bytes) as cache:
         fill_unit_cache(cache, model_q, model_fp, name, unit, calib, forward_fn, n_calls,
-                        with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0)
+                        with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0,
+                        prefix=prefix, unit_index=unit_index)
         before = evaluate_unit(unit, cache, loss_fn, cfg, device)
         setup = setup_unit(unit, cfg)
         try:
@@ -129,6 +137,7 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
             finish_unit(setup)
         after = evaluate_unit(unit, cache, loss_fn, cfg, device)
         rows, spilled = len(cache), cache.bytes_on_disk
+    release_free_memory()  # the unit's cache is gone (see utils.memory)
     stats = dict(unit=name, position=position, p=float(p), loss_before=before, loss_after=after,
                  last_train_loss=last, rows=rows, spilled_bytes=spilled,
                  rounders=len(setup.rounders), act_steps=len(setup.act_quantizers),
@@ -164,6 +173,10 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
     model_fp.eval()
     model_q.eval()
     order, calls, _ = trace_execution(model_q, units, calib[0], forward_fn)
+    prefix = UnitPrefixReplay(
+        model_fp, model_q, units, [i for i in order if calls[i] > 0],
+        lambda: forward_fn(model_fp, calib[0]),
+        lambda: forward_fn(model_q, calib[0])) if cfg.prefix_replay else None
     stats: List[Dict[str, Any]] = []
     base = (fingerprint or Fingerprint()).with_parts(recon_cfg=cfg.fingerprint('', -1, -1.0))
     chain = digest_of('start')  # digest of the states of all units done so far
@@ -190,7 +203,7 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                           logger='current', level=logging.WARNING)
             else:
                 st = reconstruct_unit(model_fp, model_q, name, unit, position, calls[idx],
-                                      calib, forward_fn, p, cfg, bar)
+                                      calib, forward_fn, p, cfg, bar, prefix, idx)
                 print_log(f"recon [{position + 1}/{len(order)}] {name}: p={p:g} loss "
                           f"{st['loss_before']:.5g} -> {st['loss_after']:.5g} "
                           f"({st['seconds']:.1f}s, {st['rows']} rows)", logger='current')
@@ -205,6 +218,8 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                                           state_digest=state_digest, stats=st), path)
     finally:
         bar.close()
+        if prefix is not None:
+            prefix.discard()
         model_fp.train(modes[0])
         model_q.train(modes[1])
     return stats

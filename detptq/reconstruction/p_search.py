@@ -48,6 +48,7 @@ from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
 from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
+from detptq.utils.memory import release_free_memory
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
 
@@ -134,6 +135,8 @@ def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence
         if cal.has_data:  # a layer that never ran keeps its calibrated scale
             # sqrt products for half-integer p: the p search's numbers since it was written
             params[(name, kind)] = cal.compute_per_p(q, cfg.searched_p, half_powers_by_sqrt=True)
+        cal.reset()  # its samples are no longer needed
+        release_free_memory()  # see utils.memory: otherwise the heap only grows here
     return params
 
 
@@ -263,6 +266,7 @@ def search_p(model_q: nn.Module, calib: CalibrationSet, dense_fn: DenseFn = defa
                                                      cfg.batch_candidates)
                         sums[(target[0], target[2])] += totals
                         evaluated += runs
+                        release_free_memory()
                         bar.update()
             else:
                 fp_all = [dense_fn(model_q, inputs) for inputs in batches]

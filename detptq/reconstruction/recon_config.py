@@ -57,6 +57,8 @@ class ReconConfig:
     log_interval: int = 100        # iterations between progress-bar loss updates
     loss_curve_every: int = 0      # > 0: record the training loss every N iterations
     #                                (stats 'loss_curve', work_dir/loss_curves.json)
+    prefix_replay: bool = True     # cache fill replays calls earlier units computed (speed
+    #                                only: the cached data are the same; prefix_cache.py)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -78,7 +80,7 @@ class ReconConfig:
             _check_number(key, getattr(self, key), low=0)
         for key in ('lr_round', 'p', 'b_start', 'b_end'):
             _check_number(key, getattr(self, key), low=0, low_open=True)
-        for key in ('learn_act_scale', 'l2_units', 'progress'):
+        for key in ('learn_act_scale', 'l2_units', 'progress', 'prefix_replay'):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f'ReconConfig: {key}={getattr(self, key)!r} must be True or False')
 
@@ -92,6 +94,6 @@ class ReconConfig:
         keys = {k: v for k, v in asdict(self).items()
                 if k not in ('progress', 'log_interval', 'cache_max_bytes', 'cache_dir',
                              'cache_device', 'cache_device_max_bytes',
-                             'loss_curve_every')}
+                             'loss_curve_every', 'prefix_replay')}
         text = json.dumps(dict(cfg=keys, unit=unit_name, index=index, p=p), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()

@@ -8,6 +8,7 @@ unit's last call is seen, so nothing after the unit is computed.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -126,15 +127,22 @@ def capture_unit_io(model: nn.Module, first: nn.Module, last: nn.Module, batch: 
 @torch.no_grad()
 def fill_unit_cache(cache, model_q: nn.Module, model_fp: nn.Module, name: str, unit: nn.Module,
                     calib_data: Sequence[Any], forward_fn: ForwardFn, n_calls: int,
-                    with_fp_input: bool = False) -> None:
-    """Add every calibration batch's (q_in, fp_out[, fp_in]) of one unit to ``cache``."""
+                    with_fp_input: bool = False, prefix=None, unit_index: int = -1) -> None:
+    """Add every calibration batch's (q_in, fp_out[, fp_in]) of one unit to ``cache``.
+
+    ``prefix`` (a ``prefix_cache.UnitPrefixReplay``, optional): replay the module
+    calls that earlier units' forwards already computed (``unit_index``: this
+    unit's index in ``units``); the cached values are the same.
+    """
     q_first, _ = member_modules(model_q, name, unit)
     fp_first, fp_last = member_modules(model_fp, name, unit)
-    for batch in calib_data:
-        fp_in, fp_out = capture_unit_io(model_fp, fp_first, fp_last, batch, forward_fn, n_calls,
-                                        want_in=with_fp_input, want_out=True)
-        q_in, _ = capture_unit_io(model_q, q_first, q_first, batch, forward_fn, n_calls,
-                                  want_in=True, want_out=False)
+    for b, batch in enumerate(calib_data):
+        with prefix.fp_session(unit_index, b) if prefix else nullcontext():
+            fp_in, fp_out = capture_unit_io(model_fp, fp_first, fp_last, batch, forward_fn,
+                                            n_calls, want_in=with_fp_input, want_out=True)
+        with prefix.q_session(unit_index, b) if prefix else nullcontext():
+            q_in, _ = capture_unit_io(model_q, q_first, q_first, batch, forward_fn, n_calls,
+                                      want_in=True, want_out=False)
         for k in range(n_calls):
             fields = dict(q_in=q_in[k], fp_out=fp_out[k])
             if with_fp_input:
