@@ -5,7 +5,8 @@ from torch import nn
 
 from detptq.export.export_modules import bake_weight
 from detptq.quantization import (QuantConv2d, UniformQuantizer, calibrate_weights, disabled,
-                                 is_active, iter_quantizers, observing, saved_qparams)
+                                 is_active, iter_quantizers, layers_switched, observing, only,
+                                 saved_qparams)
 from detptq.quantization.functional import QuantGrid, code_range, range_to_qparams
 
 
@@ -31,6 +32,25 @@ def test_disabled_switches_everything_off_and_restores_on_error():
             assert list(saved.values()) == before
             raise RuntimeError('a forward failed')
     assert flags(model) == before == [True, True, False, True]
+
+
+def test_only_quantizes_the_given_layers_at_their_saved_flags():
+    model = two_layers()
+    before = flags(model)
+    with only(model, [model[1]]):
+        # layer 0 off; layer 1 keeps its own flags (weight switched off by the user stays off)
+        assert flags(model) == [False, False, False, True]
+    assert flags(model) == before
+    with disabled(model) as saved:
+        with layers_switched([model[0]], on=True, flags=saved):
+            assert flags(model) == [True, True, False, False]
+        assert flags(model) == [False] * 4
+        with pytest.raises(RuntimeError):
+            with layers_switched([model[1]], on=True):  # no flags: both on
+                assert flags(model) == [False, False, True, True]
+                raise RuntimeError('a forward failed')
+        assert flags(model) == [False] * 4
+    assert flags(model) == before
 
 
 def test_observing_feeds_non_pass_through_input_quantizers_only():

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from detptq.models.dense_outputs import default_dense_fn
 from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.quant_modules import QUANT_MODULES
-from detptq.quantization.state import disabled
+from detptq.quantization.state import disabled, layers_switched
 from detptq.reconstruction.odol import ODOL
 from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay
@@ -72,12 +72,6 @@ def layer_bits(model: nn.Module, name: str, layer: nn.Module) -> Tuple[Any, Any]
             getattr(layer.input_quantizer, 'bits', None))
 
 
-def _set_layer(layer: nn.Module, flags: Dict[nn.Module, bool], on: bool) -> None:
-    """Switch a layer's quantizers on (to their calibrated flag) or off."""
-    for q in (layer.weight_quantizer, layer.input_quantizer):
-        q.enabled = flags[q] if on else False
-
-
 def _set_all(flags: Dict[nn.Module, bool], on: bool) -> None:
     for q, flag in flags.items():
         q.enabled = flag if on else False
@@ -94,15 +88,12 @@ def _sweep(layers: List[Tuple[str, nn.Module]], flags: Dict[nn.Module, bool],
     """
     one = mode == 'one'
     for name, layer in layers:
-        _set_layer(layer, flags, on=one)
-        try:
+        with layers_switched([layer], on=one, flags=flags):
             if prefix is not None and name in prefix.replaced:
                 with prefix.replaying(name):
                     out = run()
             else:
                 out = run()
-        finally:
-            _set_layer(layer, flags, on=not one)
         sums[(mode, name)] += compute(fp, out).sum().double()  # on the device: no sync
         bar.update()
 

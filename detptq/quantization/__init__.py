@@ -10,7 +10,8 @@ from .qconfig import (DEFAULT_QCFG, QCONFIG_VERSION, QuantConfig, layer_qconfig,
 from .quant_modules import (QUANT_MODULES, QuantConv2d, QuantConvTranspose2d, QuantLinear,
                             iter_quantizers)
 from .quantizer import (PASS_THROUGH_BITS, UniformQuantizer, fake_quantize, grad_scale, round_ste)
-from .state import disabled, is_active, observing, quantization_disabled, saved_qparams
+from .state import (disabled, is_active, layers_switched, observing, only, quantization_disabled,
+                    saved_qparams)
 from .wrapper import quantize_model
 
 __all__ = [
@@ -19,5 +20,5 @@ __all__ = [
     'iter_quantizers', 'quantization_disabled', 'fold_bn', 'fold_bn_into_conv', 'count_bops',
     'cfws_extra_bops', 'DEFAULT_QCFG', 'merge_qcfg', 'layer_qconfig', 'quantize_model', 'calibrate',
     'calibrate_weights', 'CalibrationSet', 'QuantConfig', 'QCONFIG_VERSION', 'quant_cfg_meta', 'quant_cfg_from_meta',
-    'disabled', 'is_active', 'observing', 'saved_qparams'
+    'disabled', 'is_active', 'layers_switched', 'observing', 'only', 'saved_qparams'
 ]

@@ -10,9 +10,11 @@ model's quantizers and must put them back, also when a forward fails::
         ...
     with saved_qparams(model):            # scales / zero points restored on exit
         ...
+    with only(model, [layer], flags):     # just that layer quantized (at its saved flags)
+        ...
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from torch import nn
 
@@ -76,3 +78,29 @@ def saved_qparams(model: nn.Module) -> Iterator[None]:
     finally:
         for quantizer, scale, zero_point in grids:
             quantizer.set_params(scale, zero_point)
+
+
+@contextmanager
+def layers_switched(layers: Iterable[nn.Module], on: bool,
+                    flags: Optional[Dict[nn.Module, bool]] = None) -> Iterator[None]:
+    """The quantizers of ``layers`` on (each at ``flags[q]``, default True) or off inside the
+    block; the flags they had before come back on exit."""
+    quantizers = [q for layer in layers for q in (layer.weight_quantizer, layer.input_quantizer)]
+    before = [q.enabled for q in quantizers]
+    for quantizer in quantizers:
+        quantizer.enabled = (flags.get(quantizer, True) if flags is not None else True) if on \
+            else False
+    try:
+        yield
+    finally:
+        for quantizer, flag in zip(quantizers, before):
+            quantizer.enabled = flag
+
+
+@contextmanager
+def only(model: nn.Module, layers: Iterable[nn.Module],
+         flags: Optional[Dict[nn.Module, bool]] = None) -> Iterator[None]:
+    """Every quantizer of ``model`` off except those of ``layers`` (on, at ``flags``); restored after."""
+    with disabled(model) as saved:
+        with layers_switched(layers, True, saved if flags is None else flags):
+            yield
