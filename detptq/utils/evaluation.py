@@ -5,6 +5,7 @@ import logging
 from typing import Dict
 
 import torch
+from mmengine.dist import is_main_process
 from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
 from tqdm import tqdm
@@ -34,8 +35,8 @@ def evaluate(model: torch.nn.Module, dataloader, evaluator: Evaluator,
              desc: str = 'eval') -> Dict[str, float]:
     """Run ``model.test_step`` over ``dataloader`` and return the evaluator's metrics."""
     model.eval()
-    for data_batch in tqdm(dataloader, desc=desc, unit='batch',
-                           dynamic_ncols=True):
+    for data_batch in tqdm(dataloader, desc=desc, unit='batch', dynamic_ncols=True,
+                           disable=not is_main_process()):  # one bar per run
         outputs = model.test_step(data_batch)
         evaluator.process(data_samples=outputs, data_batch=data_batch)
     return evaluator.evaluate(len(dataloader.dataset))

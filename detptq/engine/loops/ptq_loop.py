@@ -7,6 +7,11 @@ Interrupted runs resume: FP metrics are cached per checkpoint and data
 (see detptq.reconstruction). Every reused artefact carries a fingerprint of
 the run's inputs (``run_fingerprint``) and is recomputed when it differs;
 ``WORK_DIR/run_state.json`` adds up the wall time of all invocations.
+
+In a distributed run (``--launcher pytorch``) rank 0 quantizes, calibrates and
+reconstructs exactly as one process would and shares the quantized state
+with every rank (detptq.utils.distributed); the evaluations are sharded and
+only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop, Runner
 
 from detptq.engine.metrics_cache import (fp_metrics_fingerprint, load_fp_metrics,
@@ -30,6 +36,8 @@ from detptq.quantization.calibrate import default_calib_forward
 from detptq.quantization.cfws import cfws_extra_bops
 from detptq.registry import LOOPS, RECONSTRUCTORS
 from detptq.utils.checkpoint import save_checkpoint_file
+from detptq.utils.distributed import (is_main_process, share_from_main, share_state_from_main,
+                                      unshard_sampler)
 from detptq.utils.evaluation import evaluate, short_metrics
 from detptq.utils.fingerprint import Fingerprint, file_digest
 from detptq.utils.io import write_json_atomic
@@ -93,7 +101,10 @@ class PTQLoop(BaseLoop):
         if self.calib_seed is not None:
             loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True,
                                          seed=self.calib_seed)
-        loader = self.runner.build_dataloader(loader_cfg)
+        # the Runner's seed, as for its own loaders: without one, DefaultSampler syncs a seed
+        # across ranks, a collective that only rank 0 would reach in a distributed run
+        loader = self.runner.build_dataloader(loader_cfg, seed=self.runner.seed)
+        unshard_sampler(loader.sampler)  # distributed: rank 0 calibrates on every image
         batch_size = loader.batch_size or 1
         num_batches = max(1, -(-self.num_calib_images // batch_size))
         batches = list(islice(iter(loader), num_batches))
@@ -104,7 +115,8 @@ class PTQLoop(BaseLoop):
 
     def _fp_metrics(self, model: torch.nn.Module, state: RunState) -> Dict[str, float]:
         fingerprint = fp_metrics_fingerprint(self.runner.cfg, self.runner.cfg.load_from)
-        cached = load_fp_metrics(fingerprint.digest)
+        cached = share_from_main(load_fp_metrics(fingerprint.digest) if is_main_process()
+                                 else None)
         if cached is not None:
             print_log(f'PTQ: FP metrics from an earlier run (same checkpoint, model, data and '
                       f'annotations): {cached}', logger='current')
@@ -114,7 +126,8 @@ class PTQLoop(BaseLoop):
         print_log(f'PTQ: evaluating the FP model ({why})', logger='current')
         metrics = short_metrics(evaluate(model, self.dataloader, self.evaluator,
                                          desc='eval FP'))
-        store_fp_metrics(fingerprint.digest, metrics, fingerprint)
+        if is_main_process():
+            store_fp_metrics(fingerprint.digest, metrics, fingerprint)
         state.note(fp_metrics_parts=fingerprint.parts)
         return metrics
 
@@ -147,14 +160,39 @@ class PTQLoop(BaseLoop):
             result, q_metrics = self._run(runner, work_dir, fingerprint, state)
         finally:
             state.close()
-        self._print_summary(result)
+        if result is not None:  # the main process's
+            self._print_summary(result)
         return q_metrics
 
     def _run(self, runner: Runner, work_dir: str, fingerprint: Fingerprint,
              state: RunState) -> tuple:
-        fp_model = runner.model
+        # a distributed run wraps the model in MMDistributedDataParallel
+        fp_model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         fp_model.eval()
         fp_metrics = self._fp_metrics(fp_model, state) if self.eval_fp else {}
+        if is_main_process():
+            q_model, calib, recon_stats = self._quantize(fp_model, work_dir, fingerprint, state)
+        else:  # the same modules; rank 0's calibrated/reconstructed state arrives below
+            q_model, calib, recon_stats = quantize_model(fp_model, self.quant_cfg), None, None
+        share_state_from_main(q_model)
+        q_metrics = short_metrics(evaluate(q_model, self.dataloader, self.evaluator,
+                                           desc='eval quantized')) if self.run_eval else {}
+        if not is_main_process():  # one writer
+            return None, q_metrics
+        result = self._result(fp_metrics, q_metrics, q_model, calib,
+                              state.total_seconds(), recon_stats)
+        result['invocations'] = state.invocations
+        # quantized.pth first: a result.json always describes a complete quantized.pth
+        save_checkpoint_file({'state_dict': q_model.state_dict(),
+                              'meta': {'quant_cfg': json.dumps(self.quant_cfg, default=str),
+                                       'config': runner.cfg.filename or ''}},
+                             osp.join(work_dir, 'quantized.pth'))
+        write_json_atomic(result, osp.join(work_dir, 'result.json'), indent=2)
+        return result, q_metrics
+
+    def _quantize(self, fp_model: torch.nn.Module, work_dir: str, fingerprint: Fingerprint,
+                  state: RunState) -> tuple:
+        """Quantize, calibrate and reconstruct on all calibration images: (q_model, calib, stats)."""
         calib = self._calib_batches()
         fingerprint = fingerprint.with_parts(calib_images=self.calib_ids(calib))
         q_model = quantize_model(fp_model, self.quant_cfg)
@@ -167,18 +205,7 @@ class PTQLoop(BaseLoop):
                                         work_dir=osp.join(work_dir, 'recon'),
                                         fingerprint=fingerprint)
             state.tick()
-        q_metrics = short_metrics(evaluate(q_model, self.dataloader, self.evaluator,
-                                           desc='eval quantized')) if self.run_eval else {}
-        result = self._result(fp_metrics, q_metrics, q_model, calib,
-                              state.total_seconds(), recon_stats)
-        result['invocations'] = state.invocations
-        # quantized.pth first: a result.json always describes a complete quantized.pth
-        save_checkpoint_file({'state_dict': q_model.state_dict(),
-                              'meta': {'quant_cfg': json.dumps(self.quant_cfg, default=str),
-                                       'config': runner.cfg.filename or ''}},
-                             osp.join(work_dir, 'quantized.pth'))
-        write_json_atomic(result, osp.join(work_dir, 'result.json'), indent=2)
-        return result, q_metrics
+        return q_model, calib, recon_stats
 
     # -- reporting --------------------------------------------------------
     def _result(self, fp: Dict[str, float], q: Dict[str, float], q_model,
