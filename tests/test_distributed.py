@@ -20,21 +20,15 @@ import torch.distributed as dist
 
 from detptq.utils.checkpoint import load_checkpoint_file
 
-from helpers import TINY_PTQ_LOADERS, tiny_data_and_checkpoint
+from helpers import tiny_data_and_checkpoint
+from test_ptq_pipeline import CONFIG, ROOT
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
     reason='torch.distributed with the gloo backend is not available in this torch build')
 
-ROOT = Path(__file__).resolve().parents[1]
 # 5 test images: two ranks get 3 each (DefaultSampler pads), mmengine drops the duplicate
 TINY_DATA = dict(seed=1, num_train=2, num_val=5, num_calib=4, img_size=96)
-CONFIG = """
-_base_ = ['{base}']
-data_root = '{data}/'
-demo_data = {demo}
-load_from = '{ckpt}'
-""" + TINY_PTQ_LOADERS
 # a short DetPTQ: 2 p values, a coarse Lp search, 2 iterations per unit
 SHORT_DETPTQ = """
 recon_cfg = dict(iters=2, batch_size=2, p_search_images=2, progress=False,

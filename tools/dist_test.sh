@@ -2,23 +2,5 @@
 # Distributed evaluation with torchrun, as mmdet's tools/dist_test.sh:
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
 # Each rank evaluates its share of the images; mmengine collects the results.
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (as mmdet). PYTHON picks the interpreter.
-CONFIG=$1
-CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-${PYTHON:-python} -m torch.distributed.run \
-    --nnodes=$NNODES \
-    --node_rank=$NODE_RANK \
-    --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$GPUS \
-    --master_port=$PORT \
-    "$(dirname "$0")/test.py" \
-    "$CONFIG" \
-    "$CHECKPOINT" \
-    --launcher pytorch "${@:4}"
+# NNODES, NODE_RANK, MASTER_ADDR, PORT, PYTHON: see tools/dist_run.sh.
+exec "$(dirname "$0")/dist_run.sh" test.py "$3" "$1" "$2" "${@:4}"
