@@ -116,7 +116,8 @@ def unshard_sampler(sampler) -> None:
     if world_size == 1 or getattr(sampler, 'world_size', 1) == 1:
         return
     if not hasattr(sampler, 'total_size'):
-        raise TypeError(f'{type(sampler).__name__}: cannot read the whole data set in a '
-                        'distributed run; use mmengine\'s DefaultSampler for calibration')
+        raise UserInputError(f'calib_dataloader.sampler: {type(sampler).__name__} cannot give '
+                             'rank 0 the whole calibration set in a distributed run; use '
+                             'mmengine\'s DefaultSampler')
     sampler.rank, sampler.world_size = 0, 1
     sampler.num_samples = sampler.total_size = len(sampler.dataset)
