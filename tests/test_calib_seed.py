@@ -8,8 +8,9 @@ from detptq.engine.loops.ptq_loop import PTQLoop
 
 
 class _LoaderOnlyRunner:
-    """The one Runner method _calib_batches uses."""
+    """What _calib_batches uses of a Runner: build_dataloader and the run's seed."""
     build_dataloader = staticmethod(Runner.build_dataloader)
+    seed = 0  # Runner.seed (set_randomness); only a shuffling sampler without its own seed reads it
 
 
 @pytest.fixture(scope='module')
