@@ -122,10 +122,10 @@ def main() -> None:
 
     model, what = build_model()
     act = dict(symmetric=True) if args.act_symmetric else dict(symmetric=False)
-    q_model = quantize_model(model, dict(w_bits=8, a_bits=8, act=act))
+    model_q = quantize_model(model, dict(w_bits=8, a_bits=8, act=act))
     gen = torch.Generator().manual_seed(0)
     calib = [torch.rand(2, 3, args.size, args.size, generator=gen) for _ in range(4)]
-    calibrate(q_model, calib, len(calib), forward_fn=lambda m, b: m(b, mode='tensor'),
+    calibrate(model_q, calib, len(calib), forward_fn=lambda m, b: m(b, mode='tensor'),
               progress=False)
     out_dir = args.out_dir or tempfile.mkdtemp(prefix='bench_onnx_')
     os.makedirs(out_dir, exist_ok=True)
@@ -133,9 +133,9 @@ def main() -> None:
     paths = {'fp32': osp.join(out_dir, 'yolov6n_fp32.onnx'),
              'int8': osp.join(out_dir, 'yolov6n_int8_qdq.onnx'),
              'int8_convout': osp.join(out_dir, 'yolov6n_int8_qdq_convout.onnx')}
-    export_qdq_onnx(q_model, paths['fp32'], shape, quantize=False)
-    export_qdq_onnx(q_model, paths['int8'], shape, quantize=True)
-    convout = export_qdq_onnx(q_model, paths['int8_convout'], shape, quantize=True,
+    export_qdq_onnx(model_q, paths['fp32'], shape, quantize=False)
+    export_qdq_onnx(model_q, paths['int8'], shape, quantize=True)
+    convout = export_qdq_onnx(model_q, paths['int8_convout'], shape, quantize=True,
                               conv_output_images=calib)
 
     sessions = {k: make_session(p, args.threads) for k, p in paths.items()}

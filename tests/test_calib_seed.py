@@ -1,5 +1,6 @@
 """PTQLoop's calib_seed: a seed picks a reproducible calibration subset; None keeps the first images."""
 import pytest
+from mmdet.models.data_preprocessors import DetDataPreprocessor
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
@@ -8,7 +9,7 @@ from detptq.engine.loops.ptq_loop import PTQLoop
 
 
 class _LoaderOnlyRunner:
-    """What _calib_batches uses of a Runner: build_dataloader and the run's seed."""
+    """What calibration_set uses of a Runner: build_dataloader and the run's seed."""
     build_dataloader = staticmethod(Runner.build_dataloader)
     seed = 0  # Runner.seed (set_randomness); only a shuffling sampler without its own seed reads it
 
@@ -34,7 +35,7 @@ def calib_ids(loader_cfg, seed):
     loop = PTQLoop.__new__(PTQLoop)  # only the calibration step is exercised
     loop._runner = _LoaderOnlyRunner()
     loop.calib_dataloader_cfg, loop.num_calib_images, loop.calib_seed = loader_cfg, 4, seed
-    return [s.img_id for b in loop._calib_batches() for s in b['data_samples']]
+    return [img_id for img_id, _ in loop.calibration_set(DetDataPreprocessor()).image_ids]
 
 
 def test_calib_seed_draws_reproducible_different_subsets(calib_loader):

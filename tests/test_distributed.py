@@ -93,13 +93,15 @@ def run(tmp: Path, tool: str, *args: str, nproc: int = 1, cache: str = 'cache',
 # results through files in '.dist_test/' (removed after collection), and
 # ensure_writable_dir's '.write_test_*' probes are deleted at once.
 PLUMBING = re.compile(r'(^|/)(\.dist_test/|\.write_test_)')
+# mmengine 0.10.7's LoggerHook.after_test_epoch dumps the same metrics JSON on every rank
+LOGGER_HOOK_JSON = re.compile(r'/(\d{8}_\d{6})/\1\.json$')
 
 
 def written(tmp: Path, audit: str, rank: int) -> list:
     """Files (relative to ``tmp``) rank ``rank`` wrote in the run audited as ``audit``."""
     lines = (tmp.parent / f'{tmp.name}_{audit}.rank{rank}').read_text().split()
     return sorted(rel for rel in (os.path.relpath(p, tmp) for p in lines)
-                  if not PLUMBING.search(rel))
+                  if not (PLUMBING.search(rel) or LOGGER_HOOK_JSON.search(rel)))
 
 
 def predictions(prefix: Path) -> list:

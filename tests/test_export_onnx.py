@@ -307,6 +307,19 @@ def test_quantized_checkpoint_round_trip_and_errors(yolov6n, tmp_path):
         read_quantized_checkpoint(fp_path)
 
 
+def test_quant_cfg_version_is_checked(yolov6n, tmp_path):
+    from detptq.quantization import QCONFIG_VERSION, quant_cfg_meta
+    cfg, q, path = yolov6n
+    # a file without a version key (every quantized.pth so far) reads as version 1
+    assert QCONFIG_VERSION == 1 and 'quant_cfg_version' not in quant_cfg_meta(dict(w_bits=8))
+    assert read_quantized_checkpoint(path)[1] == dict(w_bits=8, a_bits=8)
+    newer = str(tmp_path / 'newer.pth')
+    save_checkpoint_file({'state_dict': q.state_dict(),
+                          'meta': {'quant_cfg': '{"w_bits": 8}', 'quant_cfg_version': 2}}, newer)
+    with pytest.raises(NotQuantizedCheckpoint, match=r"newer\.pth.*version 2.*reads version 1"):
+        load_quantized_model(cfg, newer)
+
+
 def test_yolov6n_export_agrees_with_pytorch_and_evaluates(yolov6n, tmp_path):
     cfg, q, _ = yolov6n
     result = export_qdq_onnx(q, str(tmp_path / 'y.onnx'), (1, 3, 64, 64))

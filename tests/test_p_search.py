@@ -12,7 +12,6 @@ from detptq.quantization.calibrators.lp_search import LpSearchCalibrator
 from detptq.reconstruction import (ODOL, P_CANDIDATES, PSearchConfig, apply_p_search,
                                    load_p_search, partition_units, save_p_search, search_p,
                                    unit_p_map)
-from detptq.reconstruction.p_search import lp_params_per_p
 from detptq.registry import RECONSTRUCTORS
 from helpers import quantize_and_calibrate
 
@@ -127,7 +126,8 @@ def test_multi_p_lp_search_matches_the_calibrator():
         cal = LpSearchCalibrator(p=2.0)
         cal.configure(per_channel, axis)
         cal.observe(x)
-        for p, (scale, zp) in zip(P_CANDIDATES, lp_params_per_p(cal, quantizer, P_CANDIDATES)):
+        for p, (scale, zp) in zip(P_CANDIDATES, cal.compute_per_p(quantizer, P_CANDIDATES,
+                                                                   half_powers_by_sqrt=True)):
             cal.p = p
             ref_scale, ref_zp = cal.compute(quantizer)
             assert torch.allclose(scale, ref_scale) and torch.equal(zp, ref_zp)

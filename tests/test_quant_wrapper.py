@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from detptq.quantization import (CFWSWeightQuantizer, QuantConv2d, QuantLinear, calibrate, fold_bn,
-                                 quantize_model)
-from detptq.registry import QUANTIZERS
+from detptq.quantization import (CFWSWeightQuantizer, QuantConfig, QuantConv2d, QuantLinear,
+                                 calibrate, fold_bn, quantize_model)
 
 
 def randomize_bn(module: nn.Module, seed: int = 0) -> None:
@@ -135,15 +134,15 @@ def test_quantize_model_structure_bits_and_overrides():
                     dict(pattern='neck.*', a_bits=8, calibrator=dict(type='PercentileCalibrator')),
                     dict(pattern='fc', skip=True)
                 ])
-    qmodel = quantize_model(model, qcfg)
+    model_q = quantize_model(model, qcfg)
     assert isinstance(model.stem.conv, nn.Conv2d) and hasattr(model.block, 'dense')  # deep copy
-    assert isinstance(qmodel.block.reparam, QuantConv2d)  # switch_to_deploy ran
-    assert isinstance(qmodel.stem.conv, QuantConv2d) and isinstance(qmodel.stem.bn, nn.Identity)
-    assert isinstance(qmodel.neck[0], QuantConv2d) and isinstance(qmodel.neck[1], nn.Identity)
-    assert isinstance(qmodel.fc, nn.Linear) and not isinstance(qmodel.fc, QuantLinear)
+    assert isinstance(model_q.block.reparam, QuantConv2d)  # switch_to_deploy ran
+    assert isinstance(model_q.stem.conv, QuantConv2d) and isinstance(model_q.stem.bn, nn.Identity)
+    assert isinstance(model_q.neck[0], QuantConv2d) and isinstance(model_q.neck[1], nn.Identity)
+    assert isinstance(model_q.fc, nn.Linear) and not isinstance(model_q.fc, QuantLinear)
     bits = {
         n: (m.weight_quantizer.bits, m.input_quantizer.bits)
-        for n, m in qmodel.named_modules() if isinstance(m, QuantConv2d)
+        for n, m in model_q.named_modules() if isinstance(m, QuantConv2d)
     }
     assert bits == {
         'stem.conv': (8, 8),
@@ -152,12 +151,12 @@ def test_quantize_model_structure_bits_and_overrides():
         'cls_preds': (8, 8),
         'reg_preds': (8, 8)
     }
-    neck_act = qmodel.neck[0].input_quantizer
+    neck_act = model_q.neck[0].input_quantizer
     assert type(neck_act.calibrator).__name__ == 'PercentileCalibrator'
     assert neck_act.unsigned and neck_act.qmin == 0
-    w_q = qmodel.block.reparam.weight_quantizer
+    w_q = model_q.block.reparam.weight_quantizer
     assert w_q.per_channel and w_q.symmetric and w_q.narrow_range
-    assert qmodel.quant_layer_cfgs['fc']['skip']
+    assert model_q.quant_layer_cfgs['fc']['skip']
 
 
 def test_w8a8_close_to_float_and_w4_further():
@@ -166,38 +165,37 @@ def test_w8a8_close_to_float_and_w4_further():
     reference = model(x)[0]
     errors = {}
     for bits in (8, 4):
-        qmodel = quantize_model(model, dict(w_bits=bits, a_bits=bits, first_last_bits=None))
-        calibrate(qmodel, images(), num_batches=3, progress=False)
-        out = qmodel(x)[0]
+        model_q = quantize_model(model, dict(w_bits=bits, a_bits=bits, first_last_bits=None))
+        calibrate(model_q, images(), num_batches=3, progress=False)
+        out = model_q(x)[0]
         errors[bits] = ((out - reference).norm() / reference.norm()).item()
-        qmodel.eval()
+        model_q.eval()
     assert errors[8] < 0.02
     assert errors[4] > 3 * errors[8]
 
 
 def test_calibrate_restores_state_and_sets_scales():
-    qmodel = quantize_model(tiny_model(),
+    model_q = quantize_model(tiny_model(),
                             dict(act=dict(calibrator=dict(type='KLCalibrator', bins=256))))
-    calibrate(qmodel, iter(images()), num_batches=2, progress=False)
-    for name, module in qmodel.named_modules():
+    calibrate(model_q, iter(images()), num_batches=2, progress=False)
+    for name, module in model_q.named_modules():
         if isinstance(module, QuantConv2d):
             assert module.weight_quantizer.enabled and module.input_quantizer.enabled
             assert not module.input_quantizer.observing
             assert module.weight_quantizer.scale.shape == (module.out_channels, )
             assert module.input_quantizer.scale.dim() == 0 and module.input_quantizer.scale > 1e-6
-    qmodel.stem.conv.set_quant_state(weight=False, act=False)
+    model_q.stem.conv.set_quant_state(weight=False, act=False)
     x = images(1)[0]
-    assert torch.allclose(qmodel.stem.conv(x), qmodel.stem.conv.org_forward(x))
-    assert torch.allclose(qmodel.stem.conv.org_module(x), qmodel.stem.conv.org_forward(x))
+    assert torch.allclose(model_q.stem.conv(x), model_q.stem.conv.org_forward(x))
+    assert torch.allclose(model_q.stem.conv.org_module(x), model_q.stem.conv.org_forward(x))
 
 
-def test_cfws_scope_reparam_only_and_wrapper_from_registry():
-    wrapper = QUANTIZERS.build(dict(type='QuantWrapper', w_bits=4, cfws='reparam'))
-    qmodel = wrapper(tiny_model())
-    assert isinstance(qmodel.block.reparam.weight_quantizer, CFWSWeightQuantizer)
-    assert not isinstance(qmodel.neck[0].weight_quantizer, CFWSWeightQuantizer)
-    wrapper.calibrate(qmodel, images(), 1, progress=False)
-    assert qmodel.block.reparam.weight_quantizer.split
+def test_cfws_scope_reparam_only_from_a_typed_config():
+    model_q = quantize_model(tiny_model(), QuantConfig(w_bits=4, cfws='reparam'))
+    assert isinstance(model_q.block.reparam.weight_quantizer, CFWSWeightQuantizer)
+    assert not isinstance(model_q.neck[0].weight_quantizer, CFWSWeightQuantizer)
+    calibrate(model_q, images(), 1, progress=False)
+    assert model_q.block.reparam.weight_quantizer.split
 
 
 def test_last_patterns_match_yolov7_detect_convs():
@@ -206,10 +204,10 @@ def test_last_patterns_match_yolov7_detect_convs():
     model.m = nn.ModuleList([nn.Conv2d(4, 6, 1)])
     model.head = nn.Module()
     model.head.m = nn.ModuleList([nn.Conv2d(4, 6, 1)])
-    qmodel = quantize_model(model, dict(w_bits=4, a_bits=4))
+    model_q = quantize_model(model, dict(w_bits=4, a_bits=4))
     bits = {
         n: m.weight_quantizer.bits
-        for n, m in qmodel.named_modules() if isinstance(m, QuantConv2d)
+        for n, m in model_q.named_modules() if isinstance(m, QuantConv2d)
     }
     assert bits == {'backbone.0': 8, 'backbone.1': 4, 'm.0': 8, 'head.m.0': 8}
 
@@ -257,15 +255,15 @@ def test_transposed_conv_quantized_per_output_channel_with_bops():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 6, 2, 2))
     x = images(1)[0]
-    qmodel = quantize_model(model, dict(first_last_bits=None))
-    deconv = qmodel[2]
+    model_q = quantize_model(model, dict(first_last_bits=None))
+    deconv = model_q[2]
     assert isinstance(deconv, QuantConvTranspose2d) and deconv.weight_quantizer.ch_axis == 1
-    calibrate(qmodel, images(), 2, progress=False)
+    calibrate(model_q, images(), 2, progress=False)
     assert deconv.weight_quantizer.scale.shape == (6, )
     reference = model(x)
-    assert ((qmodel(x) - reference).norm() / reference.norm()) < 0.02
-    assert torch.allclose(deconv.org_module(qmodel[1](qmodel[0].org_forward(x))),
+    assert ((model_q(x) - reference).norm() / reference.norm()) < 0.02
+    assert torch.allclose(deconv.org_module(model_q[1](model_q[0].org_forward(x))),
                           reference,
                           atol=1e-6)
-    layers = {layer['name']: layer for layer in count_bops(qmodel, x)['layers']}
+    layers = {layer['name']: layer for layer in count_bops(model_q, x)['layers']}
     assert layers['2']['macs'] == 16 * 16 * 4 * 6 * 2 * 2  # input pixels x Cin x Cout x k x k

@@ -87,3 +87,21 @@ def test_finished_runs_are_skipped_and_committed(board, tmp_path):
     lines = proc.stdout.splitlines()
     assert f'{spec.name}: done (committed)' in lines[0] and len(lines) == 10
     assert all('would be starting' in line for line in lines[1:9])
+
+
+def test_fingerprint_is_pinned_across_config_layouts(board):
+    """A finished run stays recognised while what decides its result is unchanged.
+
+    The value was computed before PTQLoop moved into configs/_base_/ptq/ (test_cfg);
+    a deliberate change of a board config or of the lr study may update it, knowing
+    that every committed run of the study then counts as unfinished.
+    """
+    specs = {s.name: s for s in board.build_matrix('lr', 'tune', None, {})}
+    spec = specs['lr_yolov6n_demo_adaround_lr0.001_w4a4_s0_tune']
+    assert spec.fingerprint == '21de297541af75f63ef984169135db918b76871f'
+    # the PTQ configs declare exactly the loop the fingerprint view maps
+    cfg = board._load_config('configs/board/adaround.py')
+    assert cfg.test_cfg.to_dict() == board.PTQ_LOOP_DECLARATION
+    # any other loop setting is hashed as it is
+    cfg.merge_from_dict({'test_cfg.eval_fp': False})
+    assert board.hashed_content(cfg)['test_cfg'] == dict(type='PTQLoop', eval_fp=False)

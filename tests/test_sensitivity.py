@@ -43,7 +43,7 @@ def tiny_yolov6n() -> torch.nn.Module:
 
 
 @pytest.fixture(scope='module')
-def fp_model():
+def model_fp():
     return tiny_yolov6n()
 
 
@@ -60,8 +60,8 @@ def quantized(model, images, **qcfg):
 
 
 @pytest.fixture(scope='module')
-def both_results(fp_model, images):
-    q = quantized(fp_model, images, w_bits=4, a_bits=8)
+def both_results(model_fp, images):
+    q = quantized(model_fp, images, w_bits=4, a_bits=8)
     flags = [q_.enabled for _, q_ in iter_quantizers(q)]
     results = layer_sensitivity(q, images, metric='odol', mode='both', progress=False)
     return q, flags, results
@@ -88,10 +88,10 @@ def test_every_quant_layer_ranked_with_nonnegative_errors(both_results) -> None:
     assert [q_.enabled for _, q_ in iter_quantizers(q)] == flags
 
 
-def test_two_bit_layer_is_more_sensitive_than_eight_bit(fp_model, images) -> None:
+def test_two_bit_layer_is_more_sensitive_than_eight_bit(model_fp, images) -> None:
     errors = {}
     for bits in (2, 8):
-        q = quantized(fp_model, images, w_bits=8, a_bits=8,
+        q = quantized(model_fp, images, w_bits=8, a_bits=8,
                       overrides=[dict(pattern=LAYER, w_bits=bits, a_bits=bits)])
         rows = layer_sensitivity(q, images, metric='mse', mode='one', progress=False)['layers']
         row = next(r for r in rows if r['name'] == LAYER)
@@ -101,9 +101,9 @@ def test_two_bit_layer_is_more_sensitive_than_eight_bit(fp_model, images) -> Non
     assert errors[2] > 10 * errors[8] > 0
 
 
-def test_prefix_replay_gives_the_plain_forward_numbers(fp_model, images) -> None:
+def test_prefix_replay_gives_the_plain_forward_numbers(model_fp, images) -> None:
     small = [torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))]
-    q = quantized(fp_model, small, w_bits=4, a_bits=4)
+    q = quantized(model_fp, small, w_bits=4, a_bits=4)
     one_image = small
     fast = layer_sensitivity(q, one_image, metric='mse', mode='all-but-one', progress=False)
     slow = layer_sensitivity(q, one_image, metric='mse', mode='all-but-one', replay=False,
@@ -167,10 +167,10 @@ def run_tool(tmp: Path, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
-def test_tool_end_to_end(tmp_path, fp_model, both_results) -> None:
+def test_tool_end_to_end(tmp_path, model_fp, both_results) -> None:
     from detptq.datasets.demo_data import ensure_demo_dataset
     ensure_demo_dataset(tmp_path / 'data', **TINY_DATA)
-    deploy = copy.deepcopy(fp_model)
+    deploy = copy.deepcopy(model_fp)
     deploy.switch_to_deploy()  # a deploy-form checkpoint: the tool must fuse before loading
     ckpt = tmp_path / 'tiny.pth'
     save_checkpoint_file({'state_dict': deploy.state_dict()}, str(ckpt))

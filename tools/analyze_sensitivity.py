@@ -13,8 +13,6 @@ WORK_DIR/sensitivity.png and prints the most sensitive layers.
 import argparse
 import os.path as osp
 import time
-from itertools import islice
-from typing import List
 
 from mmengine.config import DictAction
 
@@ -54,21 +52,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def calib_inputs(runner, model, loader_cfg, num_images: int) -> List:
-    """Exactly ``num_images`` preprocessed images of the calibration loader, in its batch size."""
-    import torch
-
-    from detptq.analysis.sensitivity import model_inputs
-    loader = runner.build_dataloader(loader_cfg)
-    batch_size = loader.batch_size or 1
-    batches = list(islice(iter(loader), -(-num_images // batch_size)))
-    images = torch.cat(model_inputs(model, batches))[:num_images]
-    if len(images) < num_images:
-        print(f'warning: the calibration set has only {len(images)} images '
-              f'(asked for {num_images})')
-    return list(images.split(batch_size))
-
-
 def main() -> None:
     args = parse_args()  # bad arguments fail before the slow imports
     from detptq.utils.cli import run_tool
@@ -80,6 +63,7 @@ def run(args: argparse.Namespace) -> None:
     from detptq.engine.config_utils import (build_eval_runner, check_data,
                                             load_ptq_config)
     from detptq.quantization import calibrate, quantize_model
+    from detptq.quantization.calibration_set import CalibrationSet
     from detptq.analysis.sensitivity import (format_top_table, layer_sensitivity,
                                                  save_sensitivity)
     from detptq.models.dense_outputs import default_dense_fn
@@ -91,19 +75,23 @@ def run(args: argparse.Namespace) -> None:
     runner.load_or_resume()  # runner.test() would do it; we never call test()
     model = runner.model.eval()
 
-    inputs = calib_inputs(runner, model, cfg.calib_dataloader, args.num_images)
-    q_model = quantize_model(model, cfg.quant_cfg)
+    calib = CalibrationSet.from_loader(runner.build_dataloader(cfg.calib_dataloader),
+                                       model.data_preprocessor,
+                                       num_images=args.num_images).first(args.num_images)
+    if calib.num_images < args.num_images:
+        print(f'warning: the calibration set has only {calib.num_images} images '
+              f'(asked for {args.num_images})')
+    model_q = quantize_model(model, cfg.quant_cfg)
     # the same tensors and forward as the measurement, so every layer sees what it is scored on
-    calibrate(q_model, inputs, num_batches=len(inputs), forward_fn=default_dense_fn,
-              progress=not args.no_progress)
-    results = layer_sensitivity(q_model, inputs, metric=args.metric, mode=args.mode,
+    calibrate(model_q, calib, forward_fn=default_dense_fn, progress=not args.no_progress)
+    results = layer_sensitivity(model_q, calib, metric=args.metric, mode=args.mode,
                                 progress=not args.no_progress)
 
     json_path = osp.join(cfg.work_dir, 'sensitivity.json')
     png_path = osp.join(cfg.work_dir, 'sensitivity.png')
     meta = dict(config=args.config, checkpoint=checkpoint, quant_cfg=cfg.quant_cfg.to_dict()
                 if hasattr(cfg.quant_cfg, 'to_dict') else dict(cfg.quant_cfg),
-                num_images=results['images'], batch_size=len(inputs[0]),
+                num_images=results['images'], batch_size=calib.sizes[0],
                 seconds=round(time.time() - start, 1))
     save_sensitivity(results, json_path, png_path, meta)
     print(format_top_table(results, args.top))

@@ -120,12 +120,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_data(cfg, ['calib_dataloader'])
     if args.eval:
         check_data(cfg, ['test_dataloader'])
-    q_model = load_quantized_model(cfg, args.checkpoint)  # CheckpointError: one sentence
+    model_q = load_quantized_model(cfg, args.checkpoint)  # CheckpointError: one sentence
     height, width = args.shape or letterbox_shape(cfg)
     images = None
     if args.verify or args.int8_conv_outputs:
-        images = calibration_images(cfg, q_model, args.num_verify_images)
-    result = export_qdq_onnx(q_model, out, (1, 3, height, width), decode=args.decode,
+        images = calibration_images(cfg, model_q, args.num_verify_images)
+    result = export_qdq_onnx(model_q, out, (1, 3, height, width), decode=args.decode,
                              opset=args.opset, unify=not args.no_unify,
                              conv_output_images=images if args.int8_conv_outputs else None)
     _print_export(result, out)
@@ -137,18 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.verify:
         references = {'export form (deployed scales)': result.reference,
-                      'fake-quant model': DetectorExportWrapper(q_model, args.decode).eval()}
+                      'fake-quant model': DetectorExportWrapper(model_q, args.decode).eval()}
         # as written: Q/DQ run literally (the export's own exactness); optimized: what
         # deployment runs (integer kernels, bias rounded to int32 at scale s_in * s_w)
         sessions = {'onnxruntime, Q/DQ as written': make_session(out, args.threads, False),
                     'onnxruntime, optimized (integer kernels)': make_session(out, args.threads)}
-        stats = {label: compare_with_pytorch(session, references, q_model.bbox_head, images,
+        stats = {label: compare_with_pytorch(session, references, model_q.bbox_head, images,
                                              args.decode)
                  for label, session in sessions.items()}
         _print_compare(stats)
         summary['verify'] = stats
     if args.eval:
-        metrics = evaluate_onnx(make_session(out, args.threads), q_model, cfg, args.decode)
+        metrics = evaluate_onnx(make_session(out, args.threads), model_q, cfg, args.decode)
         summary['onnx_metrics'] = metrics
         print('ONNX (onnxruntime) COCO: ' + '  '.join(f'{k} {v:.3f}' for k, v in metrics.items()))
         reference = _pytorch_metrics(args.checkpoint)

@@ -9,6 +9,12 @@
 Writes WORK_DIR/result.json (the leaderboard row) and WORK_DIR/quantized.pth.
 Re-running the same command resumes: FP metrics and finished reconstruction
 units are reused.
+
+The shape of mmdet's tools/test.py: load the config, apply the options (the
+flags below become config settings: --num-calib-images -> num_calib_images,
+--calib-dir -> calib_dataloader, --no-fp-eval / --no-eval -> test_cfg.eval_fp /
+test_cfg.run_eval), build the Runner and call ``runner.test()``, which runs the
+config's test loop, PTQLoop (detptq/engine/loops/ptq_loop.py).
 """
 import argparse
 import os
@@ -77,25 +83,27 @@ def skip_evaluation(cfg) -> None:
     cfg.test_evaluator = dict(type='CocoMetric', metric='bbox')  # never computed
 
 
+def apply_flags(cfg, args: argparse.Namespace) -> None:
+    """The command-line flags as config settings, checked before the Runner is built."""
+    if args.calib_dir:
+        use_calib_dir(cfg, args.calib_dir, cfg.num_calib_images, args.calib_seed)
+    if args.no_eval:
+        skip_evaluation(cfg)
+        cfg.test_cfg.run_eval = False
+    if args.no_fp_eval or args.no_eval:
+        cfg.test_cfg.eval_fp = False
+    needed = ([] if args.no_eval else ['test_dataloader']) + \
+        ([] if args.calib_dir else ['calib_dataloader'])
+    check_data(cfg, needed, min_images=None if args.calib_dir
+               else {'calib_dataloader': cfg.num_calib_images})
+
+
 def main() -> None:
     args = parse_args()
     cfg, checkpoint = load_ptq_config(args)  # every setting checked before any work
     init_distributed(cfg, args, default_timeout=PTQ_DIST_TIMEOUT_S)
-    num_calib_images = cfg.num_calib_images
-    if args.calib_dir:
-        use_calib_dir(cfg, args.calib_dir, num_calib_images, args.calib_seed)
-    if args.no_eval:
-        skip_evaluation(cfg)
-    needed = ([] if args.no_eval else ['test_dataloader']) + \
-        ([] if args.calib_dir else ['calib_dataloader'])
-    check_data(cfg, needed, min_images=None if args.calib_dir
-               else {'calib_dataloader': num_calib_images})
-    cfg.test_cfg = dict(
-        type='PTQLoop', calib_dataloader=cfg.calib_dataloader,
-        quant_cfg=cfg.quant_cfg, recon_cfg=cfg.get('recon_cfg'),
-        num_calib_images=num_calib_images,
-        eval_fp=not (args.no_fp_eval or args.no_eval), run_eval=not args.no_eval,
-        method=cfg.get('method', 'ptq'), model_name=cfg.get('model_name'))
+    apply_flags(cfg, args)
+    # the config's test loop is PTQLoop (configs/_base_/ptq/): runner.test() quantizes
     build_eval_runner(cfg, checkpoint).test()
 
 

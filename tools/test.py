@@ -6,13 +6,14 @@
 
 Deploy-form checkpoints (RepVGG blocks already fused, as the demo checkpoints
 and converted official files are) are detected from their keys, and the model
-is switched to deploy form before loading.
+is switched to deploy form before loading. A PTQ config's test loop (PTQLoop)
+is replaced by mmengine's TestLoop: this tool evaluates, tools/quantize.py quantizes.
 """
 import argparse
 import json
 import os.path as osp
 
-from detptq.engine.config_utils import (DictAction, build_eval_runner, check_data,
+from detptq.engine.config_utils import (DictAction, build_eval_runner, check_data, is_ptq_loop,
                                         load_config, require_checkpoint, set_data_root)
 from detptq.engine.input_checks import check_run_types, ensure_writable_dir
 from detptq.utils.cli import run_tool
@@ -38,6 +39,8 @@ def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     init_distributed(cfg, args)
+    if is_ptq_loop(cfg.test_cfg):
+        cfg.test_cfg = dict(type='TestLoop')  # evaluate the checkpoint as it is, do not quantize
     if args.data_root:
         set_data_root(cfg, args.data_root)
     require_checkpoint(args.checkpoint)

@@ -5,7 +5,10 @@ default_scope = 'detptq'
 custom_imports = dict(imports=['detptq'], allow_failed_imports=False)
 
 val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# No test_cfg here: a PTQ config lists a method file (configs/_base_/ptq/, which
+# declares test_cfg = dict(type='PTQLoop')) next to its model config, and mmengine
+# refuses a key that two files of one _base_ list define. The tools run mmengine's
+# TestLoop for a config that declares no test loop (engine/config_utils.load_config).
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

@@ -18,7 +18,7 @@ for all settings of L (float in ``one``, all-quantized in ``all-but-one``), so
 those calls are recorded once per batch and replayed
 (``detptq.utils.forward_replay``); only the rest of the network runs.
 
-    results = layer_sensitivity(q_model, batches, metric='odol', mode='both')
+    results = layer_sensitivity(model_q, calib, metric='odol', mode='both')
     save_sensitivity(results, 'work/sensitivity.json', 'work/sensitivity.png', meta)
     print(format_top_table(results, top=10))
 """
@@ -33,9 +33,11 @@ from torch import nn
 from tqdm import tqdm
 
 from detptq.models.dense_outputs import default_dense_fn
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.quant_modules import QUANT_MODULES
 from detptq.quantization.state import disabled
 from detptq.reconstruction.odol import ODOL
+from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay
 from detptq.utils.io import write_json_atomic
 
@@ -61,20 +63,6 @@ def error_fn(metric: str) -> Callable[[Dense, Dense], torch.Tensor]:
     raise ValueError(f'sensitivity: metric={metric!r} is invalid; use one of {METRICS}')
 
 
-def model_inputs(model: nn.Module, batches: Sequence[Any]) -> List[torch.Tensor]:
-    """Input tensors of each batch (mmengine data dicts go through ``model.data_preprocessor``)."""
-    inputs = []
-    with torch.no_grad():
-        for batch in batches:
-            if isinstance(batch, dict) and 'inputs' in batch:
-                batch = model.data_preprocessor(batch, False)['inputs']
-            if not isinstance(batch, torch.Tensor):
-                raise TypeError(f'sensitivity: a batch is a {type(batch).__name__}; expected a '
-                                'tensor or an mmengine data dict with "inputs"')
-            inputs.append(batch)
-    return inputs
-
-
 def layer_bits(model: nn.Module, name: str, layer: nn.Module) -> Tuple[Any, Any]:
     """(w_bits, a_bits) of a quant layer, from the resolved config when ``quantize_model`` kept it."""
     cfg = getattr(model, 'quant_layer_cfgs', {}).get(name)
@@ -97,8 +85,8 @@ def _set_all(flags: Dict[nn.Module, bool], on: bool) -> None:
 
 def _sweep(layers: List[Tuple[str, nn.Module]], flags: Dict[nn.Module, bool],
            mode: str, run: Callable[[], Dense], prefix: Optional[PrefixReplay], fp: Dense,
-           compute: Callable[[Dense, Dense], torch.Tensor], sums: Dict[Tuple[str, str], float],
-           bar: tqdm) -> None:
+           compute: Callable[[Dense, Dense], torch.Tensor],
+           sums: Dict[Tuple[str, str], torch.Tensor], bar: tqdm) -> None:
     """Add each layer's summed per-image error on one batch to ``sums[(mode, name)]``.
 
     The model enters with every layer off ('one') or on ('all-but-one'); each
@@ -115,15 +103,15 @@ def _sweep(layers: List[Tuple[str, nn.Module]], flags: Dict[nn.Module, bool],
                 out = run()
         finally:
             _set_layer(layer, flags, on=not one)
-        sums[(mode, name)] += compute(fp, out).sum().item()
+        sums[(mode, name)] += compute(fp, out).sum().double()  # on the device: no sync
         bar.update()
 
 
 @torch.no_grad()
-def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'odol',
+def layer_sensitivity(model: nn.Module, calib: CalibrationSet, metric: str = 'odol',
                       mode: str = 'both', dense_fn: DenseFn = default_dense_fn,
                       replay: bool = True, progress: bool = True) -> Dict[str, Any]:
-    """Errors of every quant layer in ``mode``; the model's quantizer flags are restored after.
+    """Errors of every quant layer in ``mode`` on ``calib``; quantizer flags are restored after.
 
     Returns ``{'layers': [dict(name, type, w_bits, a_bits, error_one, error_all_but_one,
     recovered, rank_one, rank_all_but_one, rank)], 'error_all_quantized', 'images',
@@ -138,14 +126,17 @@ def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'o
     if not layers:
         raise ValueError('sensitivity: the model has no quant layers; call quantize_model and '
                          'calibrate first')
-    inputs = model_inputs(model, batches)
-    if not inputs:
+    inputs = CalibrationSet.of(calib)
+    if not len(inputs):
         raise ValueError('sensitivity: no batches given')
     modes = ['one', 'all-but-one'] if mode == 'both' else [mode]
     was_training = model.training
     model.eval()
-    sums = {(m, n): 0.0 for m in modes for n, _ in layers}
-    all_quantized, images = 0.0, 0
+    # float64 sums on the model's device (the same additions as Python floats), read once
+    device = module_device(model)
+    sums = {(m, n): torch.zeros((), dtype=torch.float64, device=device)
+            for m in modes for n, _ in layers}
+    all_quantized, images = torch.zeros((), dtype=torch.float64, device=device), 0
     bar = tqdm(total=len(inputs) * len(layers) * len(modes), desc=f'sensitivity ({metric})',
                unit='layer', disable=not progress)
     state = ExitStack()
@@ -168,13 +159,16 @@ def layer_sensitivity(model: nn.Module, batches: Sequence[Any], metric: str = 'o
                 _sweep(layers, flags, 'one', run, prefix, fp, compute, sums, bar)
             _set_all(flags, on=True)
             quantized = record() if 'all-but-one' in modes else run()
-            all_quantized += compute(fp, quantized).sum().item()
+            all_quantized += compute(fp, quantized).sum().double()
             if 'all-but-one' in modes:
                 _sweep(layers, flags, 'all-but-one', run, prefix, fp, compute, sums, bar)
     finally:
         bar.close()
         state.close()
         model.train(was_training)
+    keys = list(sums)
+    sums = dict(zip(keys, torch.stack([sums[k] for k in keys]).tolist()))
+    all_quantized = all_quantized.item()
     rows = []
     for name, layer in layers:
         w_bits, a_bits = layer_bits(model, name, layer)

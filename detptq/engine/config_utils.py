@@ -23,6 +23,7 @@ from detptq.engine.input_checks import (check_checkpoint_readable, check_loader_
 from detptq.utils.cli import UserInputError
 
 __all__ = ['DictAction', 'build_eval_runner', 'load_config', 'load_ptq_config', 'check_data',
+           'is_ptq_loop', 'PTQ_LOOP',
            'check_checkpoint', 'resolve_checkpoint', 'set_data_root', 'dataloader_cfgs',
            'select_eval_split', 'require_checkpoint', 'UserInputError',
            'calib_dir_dataloader', 'apply_deploy_backend']
@@ -31,6 +32,8 @@ DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
                    'calib_dataloader', 'tune_dataloader')
 EVALUATOR_KEYS = ('val_evaluator', 'test_evaluator', 'tune_evaluator')
 EVAL_SPLITS = ('val', 'tune')
+#: the test loop of a PTQ config (configs/_base_/ptq/minmax.py declares it)
+PTQ_LOOP = 'PTQLoop'
 # The demo configs' data_root; the tools read it as default_demo_root()
 # ($DETPTQ_DEMO_DATA when set) so one generated copy serves every checkout.
 DEMO_CONFIG_ROOT = 'data/demo'
@@ -79,11 +82,18 @@ def select_eval_split(cfg: Config) -> None:
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None,
-                work_dir: Optional[str] = None) -> Config:
-    """Read a config file, apply --cfg-options, pick the eval split and a work_dir."""
+                work_dir: Optional[str] = None, test_loop: str = 'TestLoop') -> Config:
+    """Read a config file, apply --cfg-options, pick the eval split and a work_dir.
+
+    A config that declares no ``test_cfg`` gets ``dict(type=test_loop)``: the
+    model and data configs cannot declare one (configs/_base_/default_runtime.py
+    says why), and the Runner needs it whenever there is a test data loader.
+    """
     if not osp.isfile(path):
         raise UserInputError(f'config file {path!r} does not exist')
     cfg = _read_config(path)
+    if cfg.get('test_cfg') is None:
+        cfg.test_cfg = dict(type=test_loop)
     if cfg_options:
         try:
             cfg.merge_from_dict(cfg_options)
@@ -272,6 +282,11 @@ def build_eval_runner(cfg: Config, checkpoint: str):
     return runner
 
 
+def is_ptq_loop(test_cfg: Optional[dict]) -> bool:
+    """True when ``test_cfg`` declares detptq's PTQLoop."""
+    return bool(test_cfg) and test_cfg.get('type') in (PTQ_LOOP, f'detptq.{PTQ_LOOP}')
+
+
 def load_ptq_config(args) -> tuple:
     """Config and FP checkpoint of a PTQ tool run (tools/quantize.py, analyze_sensitivity.py).
 
@@ -282,13 +297,17 @@ def load_ptq_config(args) -> tuple:
     Raises UserInputError naming the key and value.
     """
     from detptq.quantization import merge_qcfg
-    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, test_loop=PTQ_LOOP)
     if args.data_root:
         set_data_root(cfg, args.data_root)
     for key in ('quant_cfg', 'calib_dataloader'):
         if cfg.get(key) is None:
             raise UserInputError(f'{args.config}: no `{key}` in the config; inherit a '
                                  'configs/_base_/ptq/*.py file and a data set config')
+    if not is_ptq_loop(cfg.test_cfg):
+        raise UserInputError(f'{args.config}: test_cfg.type={cfg.test_cfg.get("type")!r}, but a PTQ run is the '
+                             f'config\'s test loop and must be {PTQ_LOOP!r} (inherit a '
+                             'configs/_base_/ptq/*.py file, or drop test_cfg)')
     apply_deploy_backend(cfg)
     try:
         merged = merge_qcfg(cfg.quant_cfg)

@@ -1,6 +1,6 @@
 """Deploy-form modules for ONNX export: on-grid weights plus explicit weight/activation Q/DQ.
 
-``build_export_model(q_model)`` deep-copies a model from ``quantize_model`` and
+``build_export_model(model_q)`` deep-copies a model from ``quantize_model`` and
 swaps every ``QuantConv2d`` / ``QuantLinear`` / ``QuantConvTranspose2d`` for an
 ``Export*`` module:
 
@@ -217,13 +217,13 @@ EXPORT_TYPES = {QuantConv2d: ExportConv2d, QuantLinear: ExportLinear,
 EXPORT_MODULES = (ExportConv2d, ExportLinear, ExportConvTranspose2d)
 
 
-def build_export_model(q_model: nn.Module, quantize: bool = True) -> nn.Module:
-    """A copy of ``q_model`` with every quant module replaced by its export module.
+def build_export_model(model_q: nn.Module, quantize: bool = True) -> nn.Module:
+    """A copy of ``model_q`` with every quant module replaced by its export module.
 
     ``quantize=False`` gives the float model of the same (fused) graph: the
     original float weights and no Q/DQ (the FP32 baseline of benchmarks).
     """
-    model = copy.deepcopy(q_model).eval()
+    model = copy.deepcopy(model_q).eval()
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_MODULES)]
     if not targets:
         raise ValueError('build_export_model: the model has no quant modules; '

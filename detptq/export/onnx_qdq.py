@@ -1,7 +1,7 @@
 """Export a quantized detector to ONNX with QuantizeLinear/DequantizeLinear pairs (opset >= 13).
 
-    q_model = load_quantized_model(cfg, 'work_dirs/x/quantized.pth')
-    result = export_qdq_onnx(q_model, 'model.onnx', (1, 3, 320, 320), decode=False)
+    model_q = load_quantized_model(cfg, 'work_dirs/x/quantized.pth')
+    result = export_qdq_onnx(model_q, 'model.onnx', (1, 3, 320, 320), decode=False)
 
 Layout (TensorRT's explicit-quantization form, see ``trt_rules``):
 
@@ -30,7 +30,6 @@ maps ``cls_score_s{stride}`` / ``bbox_pred_s{stride}``, or with ``decode``
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -39,7 +38,7 @@ import onnx
 import torch
 from torch import nn
 
-from detptq.quantization import quantize_model
+from detptq.quantization import quant_cfg_from_meta, quantize_model
 from detptq.utils.checkpoint import CheckpointError, load_checkpoint_file
 from .conv_outputs import quantize_conv_outputs
 from .export_modules import QDQParams, build_export_model
@@ -66,8 +65,10 @@ def read_quantized_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[
             f'{path!r} is not a quantized checkpoint (no state_dict + meta.quant_cfg); '
             'it looks like a float model. Quantize first: `python tools/quantize.py CONFIG` '
             'writes WORK_DIR/quantized.pth')
-    if isinstance(quant_cfg, str):
-        quant_cfg = json.loads(quant_cfg)
+    try:
+        quant_cfg = quant_cfg_from_meta(meta, path)  # checks the quant config's version
+    except ValueError as err:
+        raise NotQuantizedCheckpoint(str(err)) from None
     if not any(k.endswith('input_quantizer.scale') for k in state):
         raise NotQuantizedCheckpoint(f'{path!r} has meta.quant_cfg but no quantizer scales')
     if any(k.endswith('weight_quantizer.v') for k in state):
@@ -86,15 +87,15 @@ def load_quantized_model(cfg, checkpoint: str) -> nn.Module:
     state, quant_cfg = read_quantized_checkpoint(checkpoint)
     init_default_scope(cfg.get('default_scope', 'detptq'))
     model = MODELS.build(cfg.model).eval()
-    q_model = quantize_model(model, quant_cfg, inplace=True)
-    missing, unexpected = q_model.load_state_dict(state, strict=False)
+    model_q = quantize_model(model, quant_cfg, inplace=True)
+    missing, unexpected = model_q.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise NotQuantizedCheckpoint(
             f'{checkpoint!r} does not match the config\'s quantized model: '
             f'{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected '
             f'(e.g. {unexpected[:3]}); is it from this config?')
-    q_model.quant_cfg = quant_cfg
-    return q_model.eval()
+    model_q.quant_cfg = quant_cfg
+    return model_q.eval()
 
 
 def head_strides(head: nn.Module) -> List[int]:
@@ -245,12 +246,12 @@ def _graph_passes(model: onnx.ModelProto, quantize: bool) -> Tuple[int, int, int
     return merged, sourced, hoisted
 
 
-def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequence[int],
+def export_qdq_onnx(model_q: nn.Module, path: Optional[str], input_shape: Sequence[int],
                     decode: bool = False, quantize: bool = True, opset: int = 13,
                     unify: bool = True,
                     conv_output_images: Optional[Sequence[torch.Tensor]] = None
                     ) -> ExportResult:
-    """Export ``q_model`` (from ``quantize_model``) as a Q/DQ ONNX (``quantize=False``: FP32).
+    """Export ``model_q`` (from ``quantize_model``) as a Q/DQ ONNX (``quantize=False``: FP32).
 
     Dynamic batch; raw outputs also take any input height/width (multiples of
     the largest stride), decoded outputs bake the anchor grid of ``input_shape``.
@@ -259,7 +260,7 @@ def export_qdq_onnx(q_model: nn.Module, path: Optional[str], input_shape: Sequen
     """
     if opset < 13:
         raise ValueError(f'opset {opset} < 13: per-channel Q/DQ needs opset 13')
-    wrapper = make_export_wrapper(build_export_model(q_model, quantize), decode).eval()
+    wrapper = make_export_wrapper(build_export_model(model_q, quantize), decode).eval()
     example = torch.zeros(*input_shape)
     with torch.no_grad():
         wrapper(example)  # a generic wrapper learns its output count

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from detptq.quantization.calibration_set import CalibrationSet
 from .onnx_qdq import INPUT_NAME, decode_dense
 
 
@@ -65,7 +66,8 @@ def compare_with_pytorch(session, references: Dict[str, nn.Module], head: nn.Mod
     """Max/mean |ORT - PyTorch| of scores and boxes, per reference model.
 
     ``references`` maps a label to a module with the exported graph's signature
-    (e.g. ``DetectorExportWrapper``); ``batches`` yields preprocessed images.
+    (e.g. ``DetectorExportWrapper``); ``batches`` yields preprocessed images
+    (e.g. a ``CalibrationSet``).
     """
     sums = {k: dict(scores_max=0.0, scores_sum=0.0, boxes_max=0.0, boxes_sum=0.0, n=0)
             for k in references}
@@ -151,8 +153,8 @@ def evaluate_onnx(session, detector: nn.Module, cfg, decode: bool) -> Dict[str, 
     return short_metrics(metrics)
 
 
-def calibration_images(cfg, detector: nn.Module, num_images: int) -> List[torch.Tensor]:
-    """Up to ``num_images`` preprocessed calibration images, in the calibration loader's batches."""
+def calibration_images(cfg, detector: nn.Module, num_images: int) -> CalibrationSet:
+    """Up to ``num_images`` calibration images as ``detector``'s inputs, in the loader's batches."""
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
@@ -161,12 +163,5 @@ def calibration_images(cfg, detector: nn.Module, num_images: int) -> List[torch.
         raise ValueError('the config has no calib_dataloader')
     init_default_scope(cfg.get('default_scope', 'detptq'))
     loader = Runner.build_dataloader(cfg.calib_dataloader)
-    batches, seen = [], 0
-    with torch.no_grad():
-        for data in loader:
-            images = detector.data_preprocessor(data, False)['inputs']
-            batches.append(images[:num_images - seen])
-            seen += batches[-1].shape[0]
-            if seen >= num_images:
-                break
-    return batches
+    return CalibrationSet.from_loader(loader, detector.data_preprocessor,
+                                      num_images=num_images).first(num_images)

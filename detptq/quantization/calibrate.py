@@ -1,6 +1,5 @@
 """Calibration: observe activations with quantization off, then compute every scale."""
 import logging
-from itertools import islice
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -8,22 +7,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .bops import default_forward
+from .calibration_set import CalibrationSet
 from .quant_modules import QUANT_MODULES
 from .state import observing
 
 logger = logging.getLogger(__name__)
-
-
-def default_calib_forward(model: nn.Module, batch: Any) -> Any:
-    """Forward one batch; mmengine data dicts go through ``data_preprocessor``, ``mode='tensor'``.
-
-    Tensors are passed as the single argument, tuples/lists as positional
-    arguments, other dicts as keyword arguments.
-    """
-    if isinstance(batch, dict) and 'inputs' in batch and hasattr(model, 'data_preprocessor'):
-        data = model.data_preprocessor(batch, False)
-        return model(**data, mode='tensor')
-    return default_forward(model, batch)
 
 
 def calibrate_weights(model: nn.Module) -> int:
@@ -42,25 +30,29 @@ def calibrate_weights(model: nn.Module) -> int:
 
 @torch.no_grad()
 def calibrate(model: nn.Module,
-              data_iter: Iterable,
-              num_batches: int,
+              calib: Iterable,
+              num_batches: Optional[int] = None,
               forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
               progress: bool = True) -> nn.Module:
     """Calibrate a model returned by ``quantize_model`` in place and return it.
 
     Weights are calibrated from the weights themselves. Activations: the
-    model runs ``num_batches`` batches of ``data_iter`` in eval mode with
+    model runs the batches of ``calib`` (a ``CalibrationSet``, or any iterable
+    of model inputs; the first ``num_batches`` if given) in eval mode with
     every quantizer disabled and the input quantizers observing; then each
-    input quantizer computes its scale. Quantizer ``enabled`` flags are
-    restored afterwards (quantization on, unless it was off before).
+    input quantizer computes its scale. ``forward_fn(model, batch)`` defaults
+    to ``model(batch)`` (an mmdet detector's ``mode='tensor'``). Quantizer
+    ``enabled`` flags are restored afterwards (quantization on, unless it was
+    off before).
     """
-    if not isinstance(num_batches, int) or num_batches < 1:
+    if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
         raise ValueError(
             f'calibrate: num_batches={num_batches!r} is invalid; expected a positive int')
-    forward_fn = forward_fn or default_calib_forward
+    forward_fn = forward_fn or default_forward
     modules = [(n, m) for n, m in model.named_modules() if isinstance(m, QUANT_MODULES)]
     if not modules:
         raise ValueError('calibrate: the model has no quant modules; call quantize_model first')
+    calib = CalibrationSet.of(calib, num_batches)
     calibrate_weights(model)
 
     was_training = model.training
@@ -68,13 +60,12 @@ def calibrate(model: nn.Module,
     seen = 0
     try:
         with observing(model) as act_quantizers:
-            batches = islice(iter(data_iter), num_batches)
-            for batch in tqdm(batches, total=num_batches, desc='calibrate', disable=not progress):
+            for batch in tqdm(calib, total=len(calib), desc='calibrate', disable=not progress):
                 forward_fn(model, batch)
                 seen += 1
     finally:
         model.train(was_training)
-    if seen < num_batches:
+    if num_batches is not None and seen < num_batches:
         logger.warning('calibrate: data ran out after %d of %d batches', seen, num_batches)
 
     for name, quantizer in act_quantizers:

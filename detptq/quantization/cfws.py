@@ -73,12 +73,14 @@ class CFWSWeightQuantizer(UniformQuantizer):
         self.register_buffer('coarse_scale', torch.tensor(1.0))
         # A buffer so that a reloaded state dict remembers whether CFWS applies.
         self.register_buffer('split_active', torch.tensor(False))
+        # host copy of split_active: forward reads it without a device-to-host sync
+        self._split = False
         self._pending_coarse: Optional[torch.Tensor] = None
 
     @property
     def split(self) -> bool:
         """True when forward splits the kernel (set by calibration on a kxk weight)."""
-        return bool(self.split_active)
+        return self._split
 
     def _coarse_scale_for(self, weight: torch.Tensor) -> torch.Tensor:
         centre = weight[:, :, weight.shape[2] // 2, weight.shape[3] // 2]
@@ -111,7 +113,8 @@ class CFWSWeightQuantizer(UniformQuantizer):
 
     def compute_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
         result = super().compute_params()
-        self.split_active = torch.tensor(self._pending_coarse is not None,
+        self._split = self._pending_coarse is not None
+        self.split_active = torch.tensor(self._split,
                                          device=self.scale.device)  # stays on the model's device
         if self.split:
             self.coarse_scale = self._pending_coarse.to(self.scale.device)
@@ -122,6 +125,7 @@ class CFWSWeightQuantizer(UniformQuantizer):
         if stored is not None and stored.shape != self.coarse_scale.shape:
             self.coarse_scale = torch.empty_like(stored)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._split = bool(self.split_active)  # once per load, not per forward
 
     def split_weight(self, weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(fine kxk kernel, coarse centre as (Cout, Cin, 1, 1))``, both fake-quantized."""

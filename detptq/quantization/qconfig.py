@@ -1,6 +1,7 @@
-"""Quantization config: defaults, validation, and the per-layer settings quantize_model() applies.
+"""Quantization config: the QuantConfig dataclass (defaults, validation) and per-layer settings.
 
-A config is a plain dict; everything not given takes the default below::
+A config's ``quant_cfg`` is a plain dict; everything not given takes the
+default of :class:`QuantConfig`::
 
     quant_cfg = dict(
         w_bits=4, a_bits=8,
@@ -25,8 +26,10 @@ Override keys: ``pattern`` (fnmatch on the module name, or a list of them),
 what TensorRT's explicit INT8 quantization needs (see detptq/export/trt_rules.py).
 """
 import copy
+import json
+from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .quantizer import PASS_THROUGH_BITS
 
@@ -49,41 +52,116 @@ BACKEND_PRESETS: Dict[str, Dict[str, Any]] = {
                                      weight=dict(per_channel=False))]),
 }
 
-DEFAULT_QCFG: Dict[str, Any] = dict(
-    w_bits=8,
-    a_bits=8,
-    weight=dict(type='UniformQuantizer',
-                calibrator=dict(type='MinMaxCalibrator'),
-                symmetric=True,
-                unsigned=False,
-                narrow_range=True,
-                per_channel=True,
-                ch_axis=0,
-                learn_scale=False),
-    act=dict(type='UniformQuantizer',
-             calibrator=dict(type='MinMaxCalibrator'),
-             symmetric=False,
-             unsigned=False,
-             narrow_range=False,
-             per_channel=False,
-             ch_axis=1,
-             learn_scale=False),
+# Quantizer kwargs every layer starts from (``weight`` / ``act`` of a config update them).
+DEFAULT_WEIGHT: Dict[str, Any] = dict(type='UniformQuantizer',
+                                      calibrator=dict(type='MinMaxCalibrator'),
+                                      symmetric=True,
+                                      unsigned=False,
+                                      narrow_range=True,
+                                      per_channel=True,
+                                      ch_axis=0,
+                                      learn_scale=False)
+# activations: asymmetric, per tensor (channel axis 1 of an NCHW input when per channel)
+DEFAULT_ACT: Dict[str, Any] = dict(copy.deepcopy(DEFAULT_WEIGHT), symmetric=False,
+                                   narrow_range=False, per_channel=False, ch_axis=1)
+# last: YOLOv6 heads (cls/reg_preds), our YOLOv7 head (pred_layers), official YOLOv7 Detect (m.N).
+DEFAULT_LAST_PATTERNS = ['*cls_preds*', '*reg_preds*', '*pred_layers*', 'm.*', '*.m.*']
+
+#: Version of what a stored quant config means (``quantized.pth``'s ``meta.quant_cfg`` holds
+#: the config as written, so the defaults above are part of it). Bump it when a default or
+#: the meaning of a key changes; :func:`quant_cfg_from_meta` refuses other versions.
+QCONFIG_VERSION = 1
+#: Version 1 files carry no version key: they keep the exact bytes tools/quantize.py wrote
+#: before versioning (the demo's quantized.pth hashes). From version 2 on the key is written.
+UNVERSIONED = 1
+VERSION_KEY = 'quant_cfg_version'
+
+
+@dataclass
+class QuantConfig:
+    """How to quantize a model (module docstring); validated on construction.
+
+    ``QuantConfig.from_dict(quant_cfg)`` builds it from a config's ``quant_cfg``
+    (unknown keys refused); ``to_dict()`` is the resolved plain dict that
+    :func:`layer_qconfig` and ``quantize_model`` read.
+    """
+    w_bits: int = 8
+    a_bits: int = 8
+    weight: Dict[str, Any] = field(default_factory=dict)  # merged onto DEFAULT_WEIGHT
+    act: Dict[str, Any] = field(default_factory=dict)     # merged onto DEFAULT_ACT
     # Bits of the first layer and the final prediction convs (None: no special case).
-    first_last_bits=8,
+    first_last_bits: Optional[int] = 8
     # None: the first Conv2d/Linear in module registration order.
-    # last: YOLOv6 heads (cls/reg_preds), our YOLOv7 head (pred_layers),
-    # official YOLOv7 Detect (m.N).
-    first_patterns=None,
-    last_patterns=['*cls_preds*', '*reg_preds*', '*pred_layers*', 'm.*', '*.m.*'],
+    first_patterns: Optional[List[str]] = None
+    last_patterns: Optional[List[str]] = field(
+        default_factory=lambda: list(DEFAULT_LAST_PATTERNS))
     # CFWS weight splitting: False, 'reparam' (convs of blocks that had
     # switch_to_deploy) or 'all' (every kxk conv).
-    cfws=False,
-    switch_to_deploy=True,
-    fold_bn=True,
-    overrides=[],
+    cfws: Union[bool, str] = False
+    switch_to_deploy: bool = True
+    fold_bn: bool = True
+    overrides: List[Dict[str, Any]] = field(default_factory=list)
     # None, or a key of BACKEND_PRESETS
-    backend=None,
-)
+    backend: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        # ``weight`` / ``act`` are partial: merging onto the defaults is idempotent
+        for key, default in (('weight', DEFAULT_WEIGHT), ('act', DEFAULT_ACT)):
+            _check_quantizer_cfg(key, getattr(self, key))
+            setattr(self, key, _merge_quantizer_cfg(default, getattr(self, key)))
+        _check_bits('w_bits', self.w_bits)
+        _check_bits('a_bits', self.a_bits)
+        if self.first_last_bits is not None:
+            _check_bits('first_last_bits', self.first_last_bits)
+        if self.cfws not in CFWS_CHOICES:
+            raise ValueError(
+                f'quant config: cfws={self.cfws!r} is invalid; use one of {CFWS_CHOICES}')
+        for key in ('first_patterns', 'last_patterns'):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (list, tuple))
+                                          and all(isinstance(p, str) for p in value)):
+                raise ValueError(
+                    f'quant config: {key}={value!r} is invalid; expected a list of str or None')
+        if not isinstance(self.overrides, (list, tuple)):
+            raise ValueError(
+                f'quant config: overrides={self.overrides!r} is invalid; expected a list')
+        self._apply_backend()
+        for i, override in enumerate(self.overrides):
+            _check_override(i, override)
+
+    @classmethod
+    def from_dict(cls, qcfg: Optional[Dict[str, Any]] = None) -> 'QuantConfig':
+        """The config of a plain (or mmengine Config) dict; unknown keys are refused."""
+        qcfg = {} if qcfg is None else dict(qcfg)
+        qcfg.pop('type', None)  # present when the dict came from a registry config
+        unknown = set(qcfg) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f'quant config: unknown key(s) {sorted(unknown)}; '
+                             f'allowed: {sorted(f.name for f in fields(cls))}')
+        return cls(**copy.deepcopy(qcfg))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Every setting as a plain dict (a deep copy), in field order."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def _apply_backend(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        if backend not in BACKEND_PRESETS:
+            raise ValueError(f'quant config: backend={backend!r} is invalid; use None or one of '
+                             f'{sorted(BACKEND_PRESETS)}')
+        preset = BACKEND_PRESETS[backend]
+        self.act.update(copy.deepcopy(preset['act']))
+        preset_overrides = copy.deepcopy(preset['overrides'])
+        if not self.overrides[:len(preset_overrides)] == preset_overrides:  # idempotent
+            self.overrides = preset_overrides + list(self.overrides)
+        for override in self.overrides:
+            for key, value in preset['act'].items():
+                if override.get('act', {}).get(key, value) != value:
+                    raise ValueError(f'quant config: override {override["pattern"]!r} sets '
+                                     f'act.{key}={override["act"][key]!r}, which '
+                                     f'backend={backend!r} does not accept')
 
 
 def _check_bits(where: str, value: Any) -> None:
@@ -143,59 +221,31 @@ def _check_override(i: int, override: Any) -> None:
 
 def merge_qcfg(qcfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Defaults updated with ``qcfg``, validated (ValueError names the bad key and value)."""
-    qcfg = {} if qcfg is None else dict(qcfg)
-    qcfg.pop('type', None)  # present when the dict came from a registry config
-    unknown = set(qcfg) - set(DEFAULT_QCFG)
-    if unknown:
-        raise ValueError(
-            f'quant config: unknown key(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_QCFG)}')
-    merged = copy.deepcopy(DEFAULT_QCFG)
-    for key, value in qcfg.items():
-        if key in ('weight', 'act'):
-            _check_quantizer_cfg(key, value)
-            merged[key] = _merge_quantizer_cfg(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    _check_bits('w_bits', merged['w_bits'])
-    _check_bits('a_bits', merged['a_bits'])
-    if merged['first_last_bits'] is not None:
-        _check_bits('first_last_bits', merged['first_last_bits'])
-    if merged['cfws'] not in CFWS_CHOICES:
-        raise ValueError(
-            f'quant config: cfws={merged["cfws"]!r} is invalid; use one of {CFWS_CHOICES}')
-    for key in ('first_patterns', 'last_patterns'):
-        value = merged[key]
-        if value is not None and not (isinstance(value, (list, tuple))
-                                      and all(isinstance(p, str) for p in value)):
-            raise ValueError(
-                f'quant config: {key}={value!r} is invalid; expected a list of str or None')
-    if not isinstance(merged['overrides'], (list, tuple)):
-        raise ValueError(
-            f'quant config: overrides={merged["overrides"]!r} is invalid; expected a list')
-    _apply_backend(merged)
-    for i, override in enumerate(merged['overrides']):
-        _check_override(i, override)
-    return merged
+    return QuantConfig.from_dict(qcfg).to_dict()
 
 
-def _apply_backend(merged: Dict[str, Any]) -> None:
-    backend = merged['backend']
-    if backend is None:
-        return
-    if backend not in BACKEND_PRESETS:
-        raise ValueError(f'quant config: backend={backend!r} is invalid; use None or one of '
-                         f'{sorted(BACKEND_PRESETS)}')
-    preset = BACKEND_PRESETS[backend]
-    merged['act'].update(copy.deepcopy(preset['act']))
-    preset_overrides = copy.deepcopy(preset['overrides'])
-    if not merged['overrides'][:len(preset_overrides)] == preset_overrides:  # idempotent
-        merged['overrides'] = preset_overrides + list(merged['overrides'])
-    for override in merged['overrides']:
-        for key, value in preset['act'].items():
-            if override.get('act', {}).get(key, value) != value:
-                raise ValueError(f'quant config: override {override["pattern"]!r} sets '
-                                 f'act.{key}={override["act"][key]!r}, which '
-                                 f'backend={backend!r} does not accept')
+#: every setting at its default (a resolved config, as merge_qcfg returns)
+DEFAULT_QCFG: Dict[str, Any] = QuantConfig().to_dict()
+
+
+def quant_cfg_meta(quant_cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``meta`` entries that store ``quant_cfg`` (as written in the config) in a quantized.pth."""
+    meta = {'quant_cfg': json.dumps(quant_cfg, default=str)}
+    if QCONFIG_VERSION != UNVERSIONED:
+        meta[VERSION_KEY] = QCONFIG_VERSION
+    return meta
+
+
+def quant_cfg_from_meta(meta: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """The quant config stored by :func:`quant_cfg_meta`; ValueError for another version."""
+    version = meta.get(VERSION_KEY, UNVERSIONED)
+    if version != QCONFIG_VERSION:
+        raise ValueError(
+            f'{path!r} stores a quant config of version {version!r} ({VERSION_KEY}), but this '
+            f'detptq reads version {QCONFIG_VERSION}: quantize again with this version '
+            '(`python tools/quantize.py CONFIG`), or use the detptq that wrote the file')
+    quant_cfg = meta['quant_cfg']
+    return json.loads(quant_cfg) if isinstance(quant_cfg, str) else dict(quant_cfg)
 
 
 def matches(name: str, patterns: Sequence[str]) -> bool:

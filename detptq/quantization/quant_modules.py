@@ -39,7 +39,10 @@ class QuantModuleMixin:
                                                 ch_axis=self.weight_ch_axis)
         if input_quantizer is None:
             input_quantizer = UniformQuantizer(bits=8, symmetric=False)
-        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
+        # quantizer buffers are born on the CPU: put them where the weights are
+        device = module.weight.device
+        self.weight_quantizer = weight_quantizer.to(device)
+        self.input_quantizer = input_quantizer.to(device)
 
     def _layer_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The layer's functional op with the given weight (each subclass defines it)."""

@@ -1,14 +1,17 @@
-"""quantize_model(): deploy-fuse, fold BN and swap Conv2d/Linear for quant modules."""
+"""quantize_model(): deploy-fuse, fold BN and swap Conv2d/Linear for quant modules.
+
+The one way a model is quantized; engine.hooks.QuantWrapperHook wraps a Runner's
+model with it (PTQLoop and a plain test run alike).
+"""
 import copy
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Union
 
 from torch import nn
 
 from detptq.registry import QUANTIZERS
 from .bn_fold import fold_bn
-from .calibrate import calibrate
-from .qconfig import layer_qconfig, matches, merge_qcfg
+from .qconfig import QuantConfig, layer_qconfig, matches, merge_qcfg
 from .quant_modules import QUANT_MODULE_TYPES, QUANT_MODULES
 
 logger = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ def build_quant_module(module: nn.Module, layer_cfg: Dict[str, Any]) -> nn.Modul
 
 
 def quantize_model(model: nn.Module,
-                   qcfg: Optional[Dict[str, Any]] = None,
+                   qcfg: Union[None, Dict[str, Any], QuantConfig] = None,
                    inplace: bool = False) -> nn.Module:
     """``model`` with every Conv2d/Linear/ConvTranspose2d replaced by a quant module (uncalibrated).
 
@@ -70,7 +73,7 @@ def quantize_model(model: nn.Module,
     (``skip`` leaves a layer in float). The resolved per-layer settings are
     kept in ``model.quant_layer_cfgs`` (name -> dict) for reports.
     """
-    cfg = merge_qcfg(qcfg)
+    cfg = qcfg.to_dict() if isinstance(qcfg, QuantConfig) else merge_qcfg(qcfg)
     if not inplace:
         model = copy.deepcopy(model)
     reparam_blocks = switch_to_deploy_modules(model) if cfg['switch_to_deploy'] else []
@@ -100,32 +103,3 @@ def quantize_model(model: nn.Module,
             _replace_module(model, name, build_quant_module(module, layer_cfg))
     model.quant_layer_cfgs = layer_cfgs
     return model
-
-
-@QUANTIZERS.register_module()
-class QuantWrapper:
-    """Holds a quantization config and applies it.
-
-    Built as ``QUANTIZERS.build(dict(type='QuantWrapper', w_bits=4, ...))``.
-    """
-
-    def __init__(self, **qcfg: Any):
-        self.qcfg = merge_qcfg(qcfg)
-
-    def apply(self, model: nn.Module, inplace: bool = False) -> nn.Module:
-        """Quantize ``model`` (see :func:`quantize_model`)."""
-        return quantize_model(model, self.qcfg, inplace=inplace)
-
-    __call__ = apply
-
-    @staticmethod
-    def calibrate(model: nn.Module,
-                  data_iter: Iterable,
-                  num_batches: int,
-                  forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
-                  progress: bool = True) -> nn.Module:
-        """Calibrate a quantized model (see :func:`detptq.quantization.calibrate.calibrate`)."""
-        return calibrate(model, data_iter, num_batches, forward_fn, progress)
-
-    def __repr__(self) -> str:
-        return f'QuantWrapper({self.qcfg!r})'

@@ -3,8 +3,8 @@
 Entry points (details in each module's docstring):
 
 - ``partition_units(model_q, 'block'|'layer')``            -> [(name, module)]
-- ``reconstruct(model_fp, model_q, units, calib_data, ReconConfig(...))``
-- ``search_p(model_q, batches, dense_fn)`` / ``apply_p_search`` / ``unit_p_map``
+- ``reconstruct(model_fp, model_q, units, calib, ReconConfig(...))``
+- ``search_p(model_q, calib, dense_fn)`` / ``apply_p_search`` / ``unit_p_map``
 - registry ``RECONSTRUCTORS``: ``BlockReconstructor`` (mode 'brecq'|'qdrop'|'layer'),
   ``AdaRoundReconstructor``, ``BRECQReconstructor``, ``QDropReconstructor``,
   ``DetPTQReconstructor``

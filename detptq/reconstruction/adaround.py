@@ -13,7 +13,7 @@ equals the FP weight (inside the clipping range). ``rounding_loss(beta)`` is
 the regulariser ``sum(1 - |2h(V) - 1|^beta)`` (the driver multiplies lambda);
 ``LinearTempDecay`` gives beta. ``hard()`` switches to ``floor(W/s) + (V >= 0)``.
 
-CFWS (a base with an active kernel split, METHOD.md section 3): the coarse
+CFWS (a base with an active kernel split, docs/METHOD.md section 3): the coarse
 centre C stays as calibrated and AdaRound learns the fine-grid rounding of the
 surrounding taps; the centre's fine residual keeps nearest rounding, because
 a learnt centre code could move the re-derived coarse code and the written

@@ -2,7 +2,7 @@
 
 Public entry point::
 
-    stats = reconstruct(model_fp, model_q, units, calib_data, ReconConfig(mode='qdrop'),
+    stats = reconstruct(model_fp, model_q, units, calib, ReconConfig(mode='qdrop'),
                         forward_fn=None, p_map=None, work_dir='work_dirs/x')
 
 - ``model_q``: a calibrated model from ``quantize_model``; reconstructed in place.
@@ -10,12 +10,13 @@ Public entry point::
   (a deep copy of ``model_q`` with quantization off is used: recommended, it
   is the exact same fused graph).
 - ``units``: ``partition_units(model_q, 'block' | 'layer')``.
-- ``calib_data``: a list of batches (re-iterated once per unit), passed to
-  ``forward_fn(model, batch)`` (default: ``default_calib_forward``).
+- ``calib``: the ``CalibrationSet`` (or any sequence of model inputs),
+  re-iterated once per unit; each batch goes to ``forward_fn(model, batch)``
+  (default: ``model(batch)``).
 - ``p_map``: optional ``{unit name: p}`` (DetPTQ); otherwise ``cfg.p``.
 
 Per unit (in execution order): cache the quantized model's unit input and the
-FP unit output over ``calib_data`` (QDrop also the FP input); swap each
+FP unit output over ``calib`` (QDrop also the FP input); swap each
 weight quantizer for an ``AdaRoundQuantizer`` (Adam, lr 1e-3) and, with
 ``learn_act_scale``, train the input quantizers' steps with LSQ (Adam, lr
 4e-5, cosine to 0); minimise ``LpLoss(p) + lambda * rounding loss``; then
@@ -33,6 +34,12 @@ unit only when every part matches; otherwise it logs which part changed and
 recomputes it (an unreadable file is recomputed with a warning). Every unit
 draws its random numbers from its own generator seeded with ``seed`` and its
 index, so a resumed run equals an uninterrupted one.
+
+Devices: the generator, the QDrop masks and the unit cache follow the unit's
+device (``recon_cfg.cache_device``: the cache fills the accelerator up to
+``cache_device_max_bytes``, then host RAM up to ``cache_max_bytes``, then
+disk). CPU runs draw exactly the numbers they always did; CUDA runs use a
+CUDA generator with the same seed, whose stream differs (``utils.devices``).
 """
 from __future__ import annotations
 
@@ -42,14 +49,15 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from mmengine.logging import print_log
 from torch import nn
 from tqdm import tqdm
 
-from detptq.quantization.calibrate import default_calib_forward
+from detptq.quantization.bops import default_forward
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.quant_modules import iter_quantizers
 from detptq.utils.checkpoint import load_checkpoint_file, save_checkpoint_file
+from detptq.utils.devices import module_device, seeded_generator
 from detptq.utils.fingerprint import Fingerprint, digest_of, tensors_digest
 from .data_cache import UnitDataCache
 from .loss_history import LossRecorder
@@ -98,18 +106,20 @@ def _load_finished(path: str, fingerprint: Fingerprint) -> Optional[Dict[str, An
 
 
 def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: nn.Module,
-                     position: int, n_calls: int, calib_data: Sequence[Any],
+                     position: int, n_calls: int, calib: CalibrationSet,
                      forward_fn: Callable, p: float, cfg: ReconConfig,
                      bar: Optional[tqdm] = None) -> Dict[str, Any]:
     """Cache one unit's data, optimise it, harden it in place; return its statistics."""
     start = time.time()
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + position)
+    device = module_device(unit)
+    gen = seeded_generator(cfg.seed * 1_000_003 + position, device)
     loss_fn = LpLoss(p, l2_units=cfg.l2_units)
     if cfg.loss_curve_every:
         loss_fn = LossRecorder(loss_fn, cfg.loss_curve_every, cfg.iters)
-    device = next(unit.parameters()).device
-    with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir) as cache:
-        fill_unit_cache(cache, model_q, model_fp, name, unit, calib_data, forward_fn, n_calls,
+    cache_device = device if cfg.cache_device == 'auto' else None
+    with UnitDataCache(cfg.cache_max_bytes, cfg.cache_dir, cache_device,
+                       cfg.cache_device_max_bytes) as cache:
+        fill_unit_cache(cache, model_q, model_fp, name, unit, calib, forward_fn, n_calls,
                         with_fp_input=cfg.mode == 'qdrop' and cfg.drop_prob < 1.0)
         before = evaluate_unit(unit, cache, loss_fn, cfg, device)
         setup = setup_unit(unit, cfg)
@@ -129,7 +139,7 @@ def reconstruct_unit(model_fp: nn.Module, model_q: nn.Module, name: str, unit: n
 
 
 def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
-                units: Sequence[Tuple[str, nn.Module]], calib_data: Sequence[Any],
+                units: Sequence[Tuple[str, nn.Module]], calib: CalibrationSet,
                 cfg: Union[ReconConfig, Dict[str, Any], None] = None,
                 forward_fn: Optional[Callable[[nn.Module, Any], Any]] = None,
                 p_map: Optional[Dict[str, float]] = None, work_dir: Optional[str] = None,
@@ -144,16 +154,16 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
         cfg = ReconConfig()
     elif isinstance(cfg, dict):
         cfg = ReconConfig(**cfg)
-    forward_fn = forward_fn or default_calib_forward
-    calib_data = list(calib_data)
-    if not calib_data:
-        raise ValueError('reconstruct: calib_data is empty')
+    forward_fn = forward_fn or default_forward
+    calib = CalibrationSet.of(calib)
+    if not len(calib):
+        raise ValueError('reconstruct: the calibration set is empty')
     if model_fp is None:
         model_fp = float_reference(model_q)
     modes = (model_fp.training, model_q.training)
     model_fp.eval()
     model_q.eval()
-    order, calls, _ = trace_execution(model_q, units, calib_data[0], forward_fn)
+    order, calls, _ = trace_execution(model_q, units, calib[0], forward_fn)
     stats: List[Dict[str, Any]] = []
     base = (fingerprint or Fingerprint()).with_parts(recon_cfg=cfg.fingerprint('', -1, -1.0))
     chain = digest_of('start')  # digest of the states of all units done so far
@@ -180,7 +190,7 @@ def reconstruct(model_fp: Optional[nn.Module], model_q: nn.Module,
                           logger='current', level=logging.WARNING)
             else:
                 st = reconstruct_unit(model_fp, model_q, name, unit, position, calls[idx],
-                                      calib_data, forward_fn, p, cfg, bar)
+                                      calib, forward_fn, p, cfg, bar)
                 print_log(f"recon [{position + 1}/{len(order)}] {name}: p={p:g} loss "
                           f"{st['loss_before']:.5g} -> {st['loss_after']:.5g} "
                           f"({st['seconds']:.1f}s, {st['rows']} rows)", logger='current')

@@ -7,10 +7,19 @@ share a leading batch dimension. Calls whose tensors have different shapes
 (e.g. a head shared by several pyramid levels) land in separate groups; a
 sampled batch always comes from one group.
 
-Chunks stay in RAM up to ``max_bytes``; beyond that each new chunk is written
-to a torch file in a temporary directory (under ``spill_dir``) and read back
-memory-mapped, so sampling random rows only touches the pages it needs.
-These are scratch files, not checkpoints: they are deleted by ``close()``.
+Where a chunk goes, in order, as long as it fits (``UnitDataCache``):
+
+1. the accelerator (``device``, e.g. the model's CUDA device) up to
+   ``device_max_bytes`` (default: half of the device's free memory when the
+   cache is created), so training batches need no host-to-device copy;
+2. host RAM up to ``max_bytes``;
+3. a torch file in a temporary directory (under ``spill_dir``), read back
+   memory-mapped, so sampling random rows only touches the pages it needs.
+   These are scratch files, not checkpoints: they are deleted by ``close()``.
+
+On CPU (``device`` None or ``cpu``) tier 1 is tier 2. Every tier returns the
+same rows: only where they are read from changes. Sampled indices are drawn
+on the generator's device (``sample``) and moved to each chunk's device.
 """
 from __future__ import annotations
 
@@ -22,12 +31,39 @@ from typing import Any, Dict, Iterator, List, Optional
 import torch
 from torch.utils import _pytree as pytree
 
+from detptq.utils.devices import DeviceLike, generator_device
+
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
+#: share of an accelerator's free memory the cache may take when no budget is given
+DEFAULT_DEVICE_SHARE = 0.5
 
 
 def _is_mapped(t: torch.Tensor) -> bool:
     """True for a tensor read back memory-mapped from a spill file."""
     return getattr(t, '_detptq_mapped', False)
+
+
+def default_device_budget(device: torch.device) -> int:
+    """Bytes the cache may keep on ``device``: a share of its free memory (0 for CPU)."""
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * DEFAULT_DEVICE_SHARE)
+    return 0  # CPU is the host tier; other accelerators need an explicit budget
+
+
+def _cat_rows(parts: List[torch.Tensor]) -> torch.Tensor:
+    """Concatenate row blocks read from chunks that may sit on different devices.
+
+    Mixed devices (accelerator and host chunks) meet on the accelerator, where
+    the batch is used.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    devices = {t.device for t in parts}
+    if len(devices) > 1:
+        target = next((d for d in devices if d.type != 'cpu'), parts[0].device)
+        parts = [t.to(target) for t in parts]
+    return torch.cat(parts)
 
 
 class _Group:
@@ -42,14 +78,20 @@ class _Group:
     def rows(self) -> int:
         return self.offsets[-1]
 
+    @property
+    def device(self) -> torch.device:
+        """Device of the first chunk (where index tensors for it are made)."""
+        return next(iter(self.chunks[0].values()))[0].device
+
     def consolidate(self) -> None:
         """Merge the chunks into one when all are in RAM (sampling then indexes one tensor).
 
         Leaf by leaf, so the extra memory is one leaf's worth at a time; the
         rows and their order are unchanged.
         """
-        if len(self.chunks) < 2 or any(_is_mapped(t) for c in self.chunks
-                                       for ts in c.values() for t in ts):
+        leaves = [t for c in self.chunks for ts in c.values() for t in ts]
+        if len(self.chunks) < 2 or any(_is_mapped(t) for t in leaves) \
+                or len({t.device for t in leaves}) > 1:
             return
         merged: Dict[str, List[torch.Tensor]] = {}
         for field in self.specs:
@@ -67,35 +109,54 @@ class _Group:
         if len(self.chunks) == 1:
             chunk = self.chunks[0]
             # index_select copies the same rows as t[rows], several times faster on CPU
-            return {field: pytree.tree_unflatten([t.index_select(0, rows) for t in chunk[field]],
-                                                 spec)
-                    for field, spec in self.specs.items()}
-        offsets = torch.tensor(self.offsets)
+            return {field: pytree.tree_unflatten(
+                [t.index_select(0, rows.to(t.device)) for t in chunk[field]], spec)
+                for field, spec in self.specs.items()}
+        offsets = torch.tensor(self.offsets, device=rows.device)
         chunk_ids = torch.bucketize(rows, offsets[1:], right=True)
+        # which chunks and which of their rows: read back once, shared by every leaf
+        local_rows = [(cid, rows[chunk_ids == cid] - self.offsets[cid])
+                      for cid in chunk_ids.unique().tolist()]
         out: Dict[str, Any] = {}
         for field, spec in self.specs.items():
             n_leaves = len(self.chunks[0][field])
             leaves = []
             for leaf in range(n_leaves):
                 parts = []
-                for cid in chunk_ids.unique().tolist():
-                    local = rows[chunk_ids == cid] - self.offsets[cid]
-                    parts.append(self.chunks[cid][field][leaf][local])
-                leaves.append(torch.cat(parts) if len(parts) > 1 else parts[0])
+                for cid, local in local_rows:
+                    stored = self.chunks[cid][field][leaf]
+                    parts.append(stored[local.to(stored.device)])
+                leaves.append(_cat_rows(parts))
             out[field] = pytree.tree_unflatten(leaves, spec)
         return out
 
 
 class UnitDataCache:
-    """Named per-call tensors over the calibration set; RAM up to max_bytes, then disk."""
+    """Named per-call tensors over the calibration set: accelerator, then host RAM, then disk.
+
+    Args:
+        max_bytes: host RAM budget.
+        spill_dir: parent of the temporary directory for spilled chunks.
+        device: accelerator to keep chunks on first (None or CPU: host RAM only).
+        device_max_bytes: budget on ``device``; None: ``default_device_budget``.
+    """
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES,
-                 spill_dir: Optional[str] = None) -> None:
+                 spill_dir: Optional[str] = None, device: DeviceLike = None,
+                 device_max_bytes: Optional[int] = None) -> None:
         self.max_bytes = int(max_bytes)
         self.spill_dir = spill_dir
+        self.device = None if device is None else torch.device(device)
+        if self.device is None or self.device.type == 'cpu':
+            self.device, self.device_max_bytes = None, 0
+        elif device_max_bytes is None:
+            self.device_max_bytes = default_device_budget(self.device)
+        else:
+            self.device_max_bytes = int(device_max_bytes)
         self._tmp_dir: Optional[str] = None
         self._groups: Dict[str, _Group] = {}
-        self.bytes_in_memory = 0
+        self.bytes_on_device = 0  # on the accelerator (tier 1)
+        self.bytes_in_memory = 0  # host RAM (tier 2)
         self.bytes_on_disk = 0
         self._n_files = 0
 
@@ -122,10 +183,15 @@ class UnitDataCache:
 
     def _store(self, flat: Dict[str, List[torch.Tensor]]) -> Dict[str, List[torch.Tensor]]:
         nbytes = sum(t.numel() * t.element_size() for ts in flat.values() for t in ts)
+        if self.device is not None and self.bytes_on_device + nbytes <= self.device_max_bytes:
+            self.bytes_on_device += nbytes
+            return {k: [t.to(self.device, copy=True) for t in ts] for k, ts in flat.items()}
         if self.bytes_in_memory + nbytes <= self.max_bytes:
             self.bytes_in_memory += nbytes
-            # clone: a view would keep a larger storage (the whole feature map) alive
-            return {k: [t.clone() for t in ts] for k, ts in flat.items()}
+            # clone: a view would keep a larger storage (the whole feature map) alive;
+            # .to('cpu') of an accelerator tensor is already a fresh copy
+            return {k: [t.clone() if t.device.type == 'cpu' else t.to('cpu') for t in ts]
+                    for k, ts in flat.items()}
         if self._tmp_dir is None:
             if self.spill_dir:
                 os.makedirs(self.spill_dir, exist_ok=True)
@@ -157,16 +223,21 @@ class UnitDataCache:
 
     def sample(self, batch_size: int, generator: Optional[torch.Generator] = None
                ) -> Dict[str, Any]:
-        """A random batch (rows without replacement) from one group chosen by size."""
+        """A random batch (rows without replacement) from one group chosen by size.
+
+        Drawn on the generator's device (CPU for None); with several groups the
+        chosen group is read back to the host (one sync per batch).
+        """
         if not self._groups:
             raise RuntimeError('the cache is empty')
+        device = generator_device(generator)
         groups = list(self._groups.values())
         if len(groups) == 1:
             group = groups[0]
         else:
-            weights = torch.tensor([g.rows for g in groups], dtype=torch.float)
+            weights = torch.tensor([g.rows for g in groups], dtype=torch.float, device=device)
             group = groups[int(torch.multinomial(weights, 1, generator=generator))]
-        rows = torch.randperm(group.rows, generator=generator)[:batch_size]
+        rows = torch.randperm(group.rows, generator=generator, device=device)[:batch_size]
         return group.gather(rows)
 
     def iter_batches(self, batch_size: int, limit: Optional[int] = None
@@ -175,13 +246,14 @@ class UnitDataCache:
         for group in self._groups.values():
             total = group.rows if limit is None else min(group.rows, limit)
             for start in range(0, total, batch_size):
-                yield group.gather(torch.arange(start, min(start + batch_size, total)))
+                yield group.gather(torch.arange(start, min(start + batch_size, total),
+                                                device=group.device))
 
     # -------------------------------------------------------------- clean-up
     def close(self) -> None:
         """Drop all data and delete the spill files."""
         self._groups.clear()
-        self.bytes_in_memory = self.bytes_on_disk = 0
+        self.bytes_on_device = self.bytes_in_memory = self.bytes_on_disk = 0
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None

@@ -1,4 +1,4 @@
-"""QDrop's random activation dropping with the reference semantics (METHOD.md section 6).
+"""QDrop's random activation dropping with the reference semantics (docs/METHOD.md section 6).
 
 QDrop draws one keep-mask per activation element **where the tensor is
 produced**: every consumer of a tensor sees the same mix of quantized and FP
@@ -12,6 +12,10 @@ The unit input is mixed once (``mix``) and registered with its mask, so its
 consumers return ``where(mask, Q(mix), mix) = where(mask, Q(q_in), fp_in)``:
 Q(q_in) with probability p, fp_in otherwise, never a second, independent
 drop.
+
+Masks are drawn on the generator's device (the model's, see
+``reconstruct_unit``), so no mask crosses from CPU to an accelerator; the
+CUDA stream differs from the CPU one (``detptq.utils.devices``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,14 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+from detptq.utils.devices import generator_device
+
+_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)  # CPU copy; other devices: _bit_shifts()
+
+
+def _bit_shifts(device: torch.device) -> torch.Tensor:
+    """0..7 as uint8 on ``device`` (the CPU tensor is built once)."""
+    return _BIT_SHIFTS if device.type == 'cpu' else _BIT_SHIFTS.to(device)
 
 
 def bernoulli_mask(shape: torch.Size, prob: float, gen: Optional[torch.Generator],
@@ -29,18 +40,21 @@ def bernoulli_mask(shape: torch.Size, prob: float, gen: Optional[torch.Generator
     ``prob = 0.5`` (QDrop's default) unpacks random 64-bit words, one fair
     bit per element (one draw per 64 elements instead of one float per
     element: about 8x cheaper); other values compare uniform floats with ``prob``.
+    The numbers are drawn where ``gen`` lives (``device`` for the global
+    generator) and the mask ends on ``device``.
     """
     numel = 1
     for n in shape:
         numel *= n
+    draw_on = generator_device(gen, 'cpu' if device is None else device)
     if prob == 0.5:
         words = torch.randint(-2**63, 2**63 - 1, ((numel + 63) // 64,), dtype=torch.int64,
-                              generator=gen)
-        bits = words.view(torch.uint8).view(-1, 1).bitwise_right_shift(_BIT_SHIFTS)
+                              generator=gen, device=draw_on)
+        bits = words.view(torch.uint8).view(-1, 1).bitwise_right_shift(_bit_shifts(draw_on))
         # every byte is now 0 or 1: a valid bool tensor without another copy
         keep = bits.bitwise_and_(1).view(-1)[:numel].view(torch.bool).view(shape)
     else:
-        keep = torch.rand(shape, generator=gen) < prob
+        keep = torch.rand(shape, generator=gen, device=draw_on) < prob
     return keep if device is None else keep.to(device)
 
 

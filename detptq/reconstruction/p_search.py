@@ -2,7 +2,7 @@
 
 Public entry points::
 
-    results = search_p(model_q, batches, dense_fn=default_dense_fn, cfg=PSearchConfig())
+    results = search_p(model_q, calib, dense_fn=default_dense_fn, cfg=PSearchConfig())
     save_p_search(results, 'work_dir/p_search.json', 'work_dir/p_search.png')
     apply_p_search(model_q, results)            # s_p* becomes each quantizer's scale
     p_map = unit_p_map(units, results, layer_order)   # {unit: p} for reconstruct()
@@ -25,8 +25,8 @@ finish before the layer are replayed from a recording (``utils.forward_replay``)
 and the 8 candidates of one quantizer run as one batch of 8*B images.
 
 ``dense_fn(model, inputs) -> (cls_prob (B,N,C), ltrb (B,N,4))`` runs the
-detector up to its dense outputs; batches must be input tensors (mmengine
-data dicts are passed through ``model.data_preprocessor`` first).
+detector up to its dense outputs on one batch of the ``CalibrationSet``
+(input tensors).
 """
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ from torch import nn
 from tqdm import tqdm
 
 from detptq.models.dense_outputs import default_dense_fn
-from detptq.quantization.calibrators.base import squeeze_per_tensor
-from detptq.quantization.calibrators.lp_search import _CHUNK_ELEMENTS, LpSearchCalibrator
+from detptq.quantization.calibration_set import CalibrationSet
+from detptq.quantization.calibrators.lp_search import LpSearchCalibrator
 from detptq.quantization.cfws import is_splittable
-from detptq.quantization.functional import fake_quantize, range_to_qparams
 from detptq.quantization.quantizer import UniformQuantizer
 from detptq.quantization.state import disabled, saved_qparams
+from detptq.utils.devices import module_device
 from detptq.utils.forward_replay import CallTree, PrefixReplay, _tile
 from .odol import ODOL
 from .partition import quant_layers, unit_layer_names
@@ -91,13 +91,6 @@ class PSearchConfig:
         return (float(self.fixed_p),) if self.fixed_p is not None else tuple(self.p_values)
 
 
-def _as_inputs(model: nn.Module, batch: Any) -> Any:
-    """Input tensors of a batch (mmengine data dicts go through the data preprocessor)."""
-    if isinstance(batch, dict) and 'inputs' in batch and hasattr(model, 'data_preprocessor'):
-        return model.data_preprocessor(batch, False)['inputs']
-    return batch
-
-
 def _targets(model: nn.Module, kinds: Sequence[str]) -> List[Target]:
     """(layer name, layer, kind, quantizer) for every active uniform quantizer."""
     found = []
@@ -139,7 +132,8 @@ def lp_optimal_params(model: nn.Module, targets: List[Target], batches: Sequence
     for name, _, kind, q in targets:
         cal = cals[(name, kind)]
         if cal.has_data:  # a layer that never ran keeps its calibrated scale
-            params[(name, kind)] = lp_params_per_p(cal, q, cfg.searched_p)
+            # sqrt products for half-integer p: the p search's numbers since it was written
+            params[(name, kind)] = cal.compute_per_p(q, cfg.searched_p, half_powers_by_sqrt=True)
     return params
 
 
@@ -150,54 +144,11 @@ def _weight_to_search(weight: torch.Tensor, q: UniformQuantizer) -> torch.Tensor
     return weight
 
 
-def _abs_powers(err: torch.Tensor, p_values: Sequence[float]) -> List[torch.Tensor]:
-    """|err|^p for each p; half-integer p use sqrt and products (much cheaper than pow)."""
-    cache: Dict[float, torch.Tensor] = {1.0: err}
-    root = None
-    out = []
-    for p in p_values:
-        whole, half = divmod(float(p), 1.0)
-        if half not in (0.0, 0.5) or whole > 8:
-            out.append(err.pow(p))
-            continue
-        if whole not in cache:
-            cache[whole] = err.pow(int(whole))
-        value = cache[whole]
-        if half:
-            root = err.sqrt() if root is None else root
-            value = root if whole == 0 else value * root
-        out.append(value)
-    return out
-
-
-def lp_params_per_p(cal: LpSearchCalibrator, q: UniformQuantizer, p_values: Sequence[float]
-                    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """``cal.compute(q)`` for every p at once: each candidate is fake-quantized only once.
-
-    Same candidates, error and tie rule as ``LpSearchCalibrator.search``.
-    """
-    values, lo, hi = cal.samples.values(), cal.min_val, cal.max_val
-    ratios = cal.candidate_ratios()
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
-    errors: List[List[torch.Tensor]] = [[] for _ in p_values]
-    for start in range(0, len(ratios), per_chunk):
-        r = ratios[start:start + per_chunk, None]
-        scale, zp = range_to_qparams(q, lo[None] * r, hi[None] * r)
-        err = (values[None] - fake_quantize(values[None], scale[..., None], zp[..., None],
-                                            q.qmin, q.qmax)).abs()
-        for i, powered in enumerate(_abs_powers(err, p_values)):
-            errors[i].append(powered.mean(dim=-1))
-    params = []
-    for per_p in errors:
-        best_ratio = ratios[torch.cat(per_p, dim=0).argmin(dim=0)]
-        scale, zp = range_to_qparams(q, lo * best_ratio, hi * best_ratio)
-        params.append((squeeze_per_tensor(scale, cal.per_channel),
-                       squeeze_per_tensor(zp, cal.per_channel)))
-    return params
-
-
 def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
-    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair."""
+    """Distinct (scale, zero_point) pairs and, per input entry, the index of its pair.
+
+    Compares tensors on their device (a host sync each): call once per quantizer.
+    """
     unique: List[QParams] = []
     slot = []
     for scale, zp in params:
@@ -208,7 +159,7 @@ def _unique_params(params: List[QParams]) -> Tuple[List[QParams], torch.Tensor]:
         else:
             slot.append(len(unique))
             unique.append((scale, zp))
-    return unique, torch.tensor(slot)
+    return unique, torch.tensor(slot, device=params[0][0].device)
 
 
 def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn.Module,
@@ -237,19 +188,22 @@ def _candidate_odol(model: nn.Module, replay: PrefixReplay, name: str, layer: nn
             for c, b in zip(cls_prob.chunk(k), ltrb.chunk(k))]
 
 
-def _score_target(model: nn.Module, replay: PrefixReplay, target: Target, params: List[QParams],
-                  inputs: Any, dense_fn: DenseFn, fp_dense, odol: ODOL,
-                  batch_candidates: bool) -> Tuple[torch.Tensor, int]:
-    """(summed ODOL over the batch's images per entry of ``params``, distinct grids run)."""
+def _score_target(model: nn.Module, replay: PrefixReplay, target: Target,
+                  grids: Tuple[List[QParams], torch.Tensor], inputs: Any, dense_fn: DenseFn,
+                  fp_dense, odol: ODOL, batch_candidates: bool) -> Tuple[torch.Tensor, int]:
+    """(summed ODOL over the batch's images per p, distinct grids run); stays on the device.
+
+    ``grids``: ``_unique_params`` of the quantizer's per-p parameters.
+    """
     name, layer, _, q = target
     # several p often pick the same clip ratio: evaluate each grid once
-    cands, slot = _unique_params(params)
+    cands, slot = grids
     groups = [cands] if batch_candidates else [[c] for c in cands]
     per_image: List[torch.Tensor] = []
     for group in groups:
         per_image += _candidate_odol(model, replay, name, layer, q, group, inputs, dense_fn,
                                      fp_dense, odol)
-    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64).cpu()
+    totals = torch.stack([v.sum() for v in per_image]).to(torch.float64)
     return totals[slot], len(cands)
 
 
@@ -259,7 +213,7 @@ def _best_index(mean: Sequence[float], p_values: Sequence[float]) -> int:
 
 
 @torch.no_grad()
-def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = default_dense_fn,
+def search_p(model_q: nn.Module, calib: CalibrationSet, dense_fn: DenseFn = default_dense_fn,
              cfg: Optional[PSearchConfig] = None, report: Optional[Dict[str, Any]] = None
              ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """{layer: {'weight'|'act': {'p', 'scale', 'zero_point', 'odol': {p: value}}}}; model unchanged.
@@ -274,7 +228,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
     p_values = cfg.searched_p
     was_training = model_q.training
     model_q.eval()
-    batches = [_as_inputs(model_q, b) for b in batches]
+    batches = list(CalibrationSet.of(calib))  # the few images of the search, preprocessed once
     targets = _targets(model_q, cfg.kinds)
     # FP everywhere; each candidate switches on exactly one quantizer. Closing the
     # stack restores every grid, then every flag.
@@ -291,7 +245,10 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
         if cfg.fixed_p is None and targets:
             tree = CallTree(model_q, lambda: dense_fn(model_q, batches[0]))
             replay = PrefixReplay(model_q, tree, sorted({t[0] for t in targets}))
-            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64)
+            grids = {key: _unique_params(per_p) for key, per_p in params.items()}
+            # per-p ODOL sums stay on the model's device: read back once per quantizer
+            device = module_device(model_q)
+            sums = {(n, k): torch.zeros(len(p_values), dtype=torch.float64, device=device)
                     for n, _, k, _ in targets}
             bar = tqdm(total=len(batches) * len(targets), desc='DetPTQ p search',
                        disable=not cfg.progress)
@@ -301,7 +258,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                     images += fp_dense[0].shape[0]
                     for target in targets:
                         totals, runs = _score_target(model_q, replay, target,
-                                                     params[(target[0], target[2])], inputs,
+                                                     grids[(target[0], target[2])], inputs,
                                                      dense_fn, fp_dense, odol,
                                                      cfg.batch_candidates)
                         sums[(target[0], target[2])] += totals
@@ -318,7 +275,7 @@ def search_p(model_q: nn.Module, batches: Sequence[Any], dense_fn: DenseFn = def
                     for inputs, fp_dense in zip(batches, fp_all):
                         # the prefix now includes the earlier quantizers: record it again
                         replay.record(lambda: dense_fn(model_q, inputs))
-                        totals, runs = _score_target(model_q, replay, target, params[key],
+                        totals, runs = _score_target(model_q, replay, target, grids[key],
                                                      inputs, dense_fn, fp_dense, odol,
                                                      cfg.batch_candidates)
                         sums[key] += totals
@@ -368,7 +325,9 @@ def apply_p_search(model_q: nn.Module, results: Dict[str, Dict[str, Dict[str, An
             raise KeyError(f'p-search result for {name!r}, which the model does not have')
         for kind, entry in kinds.items():
             q = layer.weight_quantizer if kind == 'weight' else layer.input_quantizer
-            q.set_params(torch.tensor(entry['scale']), torch.tensor(entry['zero_point']))
+            device = q.scale.device
+            q.set_params(torch.tensor(entry['scale'], device=device),
+                         torch.tensor(entry['zero_point'], device=device))
             count += 1
     return count
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 MODES = ('layer', 'brecq', 'qdrop')
+CACHE_DEVICES = ('auto', 'cpu')
 
 
 def _check_number(key: str, value, integer: bool = False, low: Optional[float] = None,
@@ -46,8 +47,12 @@ class ReconConfig:
     l2_units: bool = True          # train on Lp ** (2/p), so lambda weighs the same for all p
     seed: int = 0
     eval_samples: int = 64         # rows used for the before/after loss report
-    cache_max_bytes: int = 2 * 1024 ** 3
+    cache_max_bytes: int = 2 * 1024 ** 3  # host RAM for the unit cache, then disk
     cache_dir: Optional[str] = None  # where spilled cache files go (default: system temp)
+    cache_device: str = 'auto'     # 'auto': keep the unit cache on the model's accelerator
+    #                                first; 'cpu': host RAM (then disk) only
+    cache_device_max_bytes: Optional[int] = None  # accelerator budget of the unit cache
+    #                                (None: half of the device's free memory)
     progress: bool = True
     log_interval: int = 100        # iterations between progress-bar loss updates
     loss_curve_every: int = 0      # > 0: record the training loss every N iterations
@@ -59,6 +64,12 @@ class ReconConfig:
         for key in ('iters', 'batch_size', 'eval_samples', 'log_interval'):
             _check_number(key, getattr(self, key), integer=True, low=1)
         _check_number('cache_max_bytes', self.cache_max_bytes, integer=True, low=0)
+        if self.cache_device_max_bytes is not None:
+            _check_number('cache_device_max_bytes', self.cache_device_max_bytes, integer=True,
+                          low=0)
+        if self.cache_device not in CACHE_DEVICES:
+            raise ValueError(f'ReconConfig: cache_device={self.cache_device!r} is invalid; '
+                             f'expected one of {CACHE_DEVICES}')
         _check_number('seed', self.seed, integer=True, low=0)
         # drop_prob is the probability an activation IS quantized: 0 would never quantize
         _check_number('drop_prob', self.drop_prob, low=0, high=1, low_open=True)
@@ -80,6 +91,7 @@ class ReconConfig:
         """Hash of everything that changes a unit's result (for safe resuming)."""
         keys = {k: v for k, v in asdict(self).items()
                 if k not in ('progress', 'log_interval', 'cache_max_bytes', 'cache_dir',
+                             'cache_device', 'cache_device_max_bytes',
                              'loss_curve_every')}
         text = json.dumps(dict(cfg=keys, unit=unit_name, index=index, p=p), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()

@@ -5,9 +5,10 @@
     recon_cfg = dict(type='DetPTQReconstructor', mode='qdrop',
                      p_search=dict(max_samples=200_000), p_rule='last', ...)
     reconstructor = RECONSTRUCTORS.build(recon_cfg)
-    stats = reconstructor(model_q, calib_batches, model_fp=None, forward_fn=None,
+    stats = reconstructor(model_q, calib, model_fp=None, forward_fn=None,
                           work_dir='work_dirs/run', dense_fn=None)
 
+``calib`` is the run's ``CalibrationSet`` (or any sequence of model inputs).
 Aliases with a fixed mode: ``AdaRoundReconstructor`` (layer-wise),
 ``BRECQReconstructor``, ``QDropReconstructor``. Every keyword other than the
 partition options goes to ``ReconConfig``.
@@ -19,10 +20,11 @@ import os
 from dataclasses import asdict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from detptq.quantization.bops import default_forward
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.registry import RECONSTRUCTORS
 from detptq.utils.fingerprint import Fingerprint
 from detptq.utils.io import write_json_atomic
@@ -39,27 +41,6 @@ P_SEARCH_PNG = 'p_search.png'
 LOSS_CURVES_JSON = 'loss_curves.json'
 P_RULES = ('last', 'mean')
 P_USES = ('scale+loss', 'scale', 'loss')
-
-
-def batch_size_of(batch: Any) -> int:
-    """Images in a batch: a tensor, or an mmengine data dict with a list of inputs."""
-    if isinstance(batch, dict) and 'inputs' in batch:
-        inputs = batch['inputs']
-        return len(inputs) if isinstance(inputs, (list, tuple)) else inputs.shape[0]
-    return batch.shape[0] if isinstance(batch, torch.Tensor) else 1
-
-
-def first_images(batches: Sequence[Any], images: Optional[int]) -> List[Any]:
-    """The first batches holding at least ``images`` images (all if None)."""
-    if images is None:
-        return list(batches)
-    taken, count = [], 0
-    for batch in batches:
-        if count >= images:
-            break
-        taken.append(batch)
-        count += batch_size_of(batch)
-    return taken
 
 
 @RECONSTRUCTORS.register_module()
@@ -81,14 +62,14 @@ class BlockReconstructor:
         granularity = 'layer' if self.cfg.mode == 'layer' else 'block'
         return partition_units(model_q, granularity, self.unit_types, self.transparent_types)
 
-    def p_map(self, model_q: nn.Module, units, calib_data: Sequence[Any],
+    def p_map(self, model_q: nn.Module, units, calib: CalibrationSet,
               forward_fn: Optional[Callable], dense_fn: Optional[Callable],
               work_dir: Optional[str], resume: bool,
               fingerprint: Fingerprint) -> Optional[Dict[str, float]]:
         """Per-unit loss exponents; None means cfg.p everywhere."""
         return None
 
-    def __call__(self, model_q: nn.Module, calib_data: Sequence[Any],
+    def __call__(self, model_q: nn.Module, calib: CalibrationSet,
                  model_fp: Optional[nn.Module] = None, forward_fn: Optional[Callable] = None,
                  work_dir: Optional[str] = None, resume: bool = True,
                  dense_fn: Optional[Callable] = None,
@@ -98,17 +79,17 @@ class BlockReconstructor:
         ``fingerprint``: the run's inputs (quant config, checkpoint, calibration
         images...); saved results are reused only when it matches.
         """
-        calib_data = list(calib_data)
+        calib = CalibrationSet.of(calib)
         units = self.units(model_q)
         print_log(f'{type(self).__name__}: {len(units)} units, mode={self.cfg.mode}, '
                   f'iters={self.cfg.iters}, batch={self.cfg.batch_size}', logger='current')
         fingerprint = (fingerprint or Fingerprint()).with_parts(
             partition=dict(unit_types=self.unit_types, transparent=self.transparent_types))
-        p_map = self.p_map(model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume,
+        p_map = self.p_map(model_q, units, calib, forward_fn, dense_fn, work_dir, resume,
                            fingerprint)
         if self.results is not None:  # every quantizer's scale comes from the p search
             fingerprint = fingerprint.with_parts(p_search=self.results)
-        stats = reconstruct(model_fp, model_q, units, calib_data, self.cfg, forward_fn=forward_fn,
+        stats = reconstruct(model_fp, model_q, units, calib, self.cfg, forward_fn=forward_fn,
                             p_map=p_map, work_dir=work_dir, resume=resume,
                             fingerprint=fingerprint)
         if work_dir and self.cfg.loss_curve_every:
@@ -173,7 +154,7 @@ class DetPTQReconstructor(BlockReconstructor):
         self.p_use = p_use
         self.results: Optional[Dict[str, Any]] = None
 
-    def p_map(self, model_q, units, calib_data, forward_fn, dense_fn, work_dir, resume,
+    def p_map(self, model_q, units, calib, forward_fn, dense_fn, work_dir, resume,
               fingerprint):
         json_path = os.path.join(work_dir, P_SEARCH_JSON) if work_dir else None
         search_fp = fingerprint.without(['partition']).with_parts(
@@ -181,7 +162,7 @@ class DetPTQReconstructor(BlockReconstructor):
             p_search_images=self.p_search_images)
         self.results = self._reusable_p_search(json_path, search_fp) if resume else None
         if self.results is None:
-            batches = first_images(calib_data, self.p_search_images)
+            batches = calib.first(self.p_search_images, whole_batches=True)
             report: Dict[str, Any] = {}
             self.results = search_p(model_q, batches, dense_fn or default_dense_fn, self.p_cfg,
                                     report=report)
@@ -193,9 +174,8 @@ class DetPTQReconstructor(BlockReconstructor):
             apply_p_search(model_q, self.results)
         if self.p_use == 'scale':
             return None
-        from detptq.quantization.calibrate import default_calib_forward
-        _, _, layer_order = trace_execution(model_q, units, calib_data[0],
-                                            forward_fn or default_calib_forward)
+        _, _, layer_order = trace_execution(model_q, units, calib[0],
+                                            forward_fn or default_forward)
         return unit_p_map(units, self.results, layer_order, self.p_rule, self.cfg.p)
 
     @staticmethod

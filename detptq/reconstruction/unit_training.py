@@ -103,14 +103,15 @@ def unit_forward(unit: nn.Module, setup: _UnitSetup, batch: Dict[str, Any], drop
 def evaluate_unit(unit: nn.Module, cache: UnitDataCache, loss_fn: LpLoss, cfg: ReconConfig,
                   device: Optional[torch.device]) -> float:
     """Mean reconstruction loss over the first ``eval_samples`` rows (all activations quantized)."""
-    total, rows = 0.0, 0
+    # float64 on the unit's device: the same sum as Python floats, one host sync at the end
+    total, rows = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in cache.iter_batches(cfg.batch_size, limit=cfg.eval_samples):
         batch = to_device(batch, device)
         out = unit(*batch['q_in'])
         n = pytree.tree_leaves(batch['q_in'])[0].shape[0]
-        total += float(loss_fn(out, batch['fp_out'])) * n
+        total += loss_fn(out, batch['fp_out']).double() * n
         rows += n
-    return total / max(rows, 1)
+    return total.item() / max(rows, 1)
 
 
 def optimise_unit(unit: nn.Module, setup: _UnitSetup, cache: UnitDataCache, loss_fn: LpLoss,
@@ -131,7 +132,7 @@ def optimise_unit(unit: nn.Module, setup: _UnitSetup, cache: UnitDataCache, loss
         return float('nan')
     decay = LinearTempDecay(cfg.iters, cfg.warm_up, cfg.b_start, cfg.b_end)
     drop_prob = cfg.effective_drop_prob
-    rec = torch.tensor(float('nan'))
+    rec = torch.full((), float('nan'), device=device)
     for t in range(cfg.iters):
         batch = to_device(cache.sample(cfg.batch_size, gen), device)
         out = unit_forward(unit, setup, batch, drop_prob, gen)

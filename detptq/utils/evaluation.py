@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from mmengine.dist import is_main_process
@@ -32,11 +32,20 @@ def short_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataloader, evaluator: Evaluator,
-             desc: str = 'eval') -> Dict[str, float]:
-    """Run ``model.test_step`` over ``dataloader`` and return the evaluator's metrics."""
+             desc: str = 'eval', call_hook: Optional[Callable[..., None]] = None
+             ) -> Dict[str, float]:
+    """Run ``model.test_step`` over ``dataloader`` and return the evaluator's metrics.
+
+    ``call_hook``: a Runner's ``call_hook``; each batch then fires ``before_test_iter``
+    and ``after_test_iter`` as mmengine's TestLoop does (PTQLoop's evaluation passes).
+    """
     model.eval()
-    for data_batch in tqdm(dataloader, desc=desc, unit='batch', dynamic_ncols=True,
-                           disable=not is_main_process()):  # one bar per run
+    for idx, data_batch in enumerate(tqdm(dataloader, desc=desc, unit='batch', dynamic_ncols=True,
+                                          disable=not is_main_process())):  # one bar per run
+        if call_hook is not None:
+            call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
         outputs = model.test_step(data_batch)
         evaluator.process(data_samples=outputs, data_batch=data_batch)
+        if call_hook is not None:
+            call_hook('after_test_iter', batch_idx=idx, data_batch=data_batch, outputs=outputs)
     return evaluator.evaluate(len(dataloader.dataset))

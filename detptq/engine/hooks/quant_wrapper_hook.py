@@ -1,12 +1,20 @@
-"""Hook that quantizes ``runner.model`` (quantize_model + calibrate) before validation/testing."""
+"""QuantWrapperHook: the one way a Runner's model gets quantized (quantize_model + calibrate).
+
+PTQLoop wraps the model through it: the loop builds one from ``HOOKS`` and calls
+:meth:`QuantWrapperHook.wrap` between the FP evaluation and reconstruction (a
+point that is no mmengine hook point). As a ``custom_hooks`` entry it gives any
+val/test run a fake-quantized, calibrated model (no reconstruction, no result.json).
+"""
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from torch import nn
 
 from detptq.quantization import calibrate, quantize_model
+from detptq.quantization.calibration_set import CalibrationSet
 from detptq.registry import HOOKS
 
 _STAGES = ('before_run', 'before_val', 'before_test')
@@ -61,19 +69,35 @@ class QuantWrapperHook(Hook):
             self.calib_dataloader = runner.build_dataloader(self.calib_dataloader, seed=runner.seed)
         return self.calib_dataloader
 
-    def quantize(self, runner, stage: str) -> None:
-        """Quantize and calibrate ``runner.model`` (unwrapping DDP-style wrappers)."""
-        if self.done:
-            return
+    def wrap(self, runner, calib: Optional[CalibrationSet],
+             num_batches: Optional[int] = None) -> nn.Module:
+        """Quantize ``runner.model`` (DDP-style wrappers unwrapped), calibrate it on the first
+        ``num_batches`` (default all) of ``calib`` and put it in the runner; returns it.
+
+        ``calib=None``: not calibrated; its state is loaded afterwards (a distributed
+        PTQLoop's ranks other than 0 receive rank 0's).
+        """
         wrapped = is_model_wrapper(runner.model)
         model = runner.model.module if wrapped else runner.model
-        qmodel = quantize_model(model, self.quant_cfg, inplace=self.inplace)
-        calibrate(qmodel, self._dataloader(runner, stage), self.num_batches)
+        model_q = quantize_model(model, self.quant_cfg, inplace=self.inplace)
+        if calib is not None:
+            calibrate(model_q, calib, num_batches)
         if wrapped:
-            runner.model.module = qmodel
+            runner.model.module = model_q
         else:
-            runner.model = qmodel
+            runner.model = model_q
         self.done = True
+        return model_q
+
+    def quantize(self, runner, stage: str) -> None:
+        """Quantize and calibrate ``runner.model`` on the hook's calibration data, once."""
+        if self.done:
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        calib = CalibrationSet.from_loader(self._dataloader(runner, stage),
+                                           getattr(model, 'data_preprocessor', None),
+                                           num_batches=self.num_batches)
+        self.wrap(runner, calib)
         runner.logger.info(f'QuantWrapperHook: quantized and calibrated the model at {stage} '
                            f'({self.num_batches} batches)')
 

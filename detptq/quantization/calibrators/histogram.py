@@ -5,6 +5,10 @@ value spreads ``bins`` bins over ``[0, max|x|]``; that bin width stays. A
 later batch whose maximum lies beyond the range appends bins of the same
 width until it is covered (``ceil(max / width)`` bins in all), so earlier
 counts never move and the entropy search sees more candidate thresholds.
+
+The counts live on the device of the observed values (no per-batch copy to
+the host); each batch reads its maximum back once, since the bin layout is
+decided on the host.
 """
 import math
 from typing import Optional
@@ -75,24 +79,26 @@ class AbsHistogram:
         self.width *= 2
         self._upper = self.width * self.counts.numel()
 
-    def add(self, x: torch.Tensor) -> None:
-        """Count ``|x|`` of a new batch."""
+    def add(self, x: torch.Tensor, amax: Optional[float] = None) -> None:
+        """Count ``|x|`` of a new batch (``amax``: ``max|x|`` if the caller already has it)."""
         values = x.detach().abs().flatten().double()
         if values.numel() == 0:
             return
-        amax = float(values.max())
+        if amax is None:
+            amax = float(values.max())
         if self.counts is None:
             if amax == 0.0:
                 # Nothing to size the range with yet; count the zeros later.
                 self.pending_zeros += values.numel()
                 return
             self.width = amax / self.bins
-            self.counts = torch.zeros(self.bins, dtype=torch.float64)
+            self.counts = torch.zeros(self.bins, dtype=torch.float64, device=values.device)
             self.counts[0] += self.pending_zeros
             self._upper = amax  # exactly the first maximum, as TensorRT's first histc
         elif amax > self._upper:
             self._extend(amax)
-        self.counts += torch.histc(values, bins=self.num_bins, min=0.0, max=self._upper)
+        self.counts += torch.histc(values.to(self.counts.device), bins=self.num_bins, min=0.0,
+                                   max=self._upper)
 
     @property
     def is_empty(self) -> bool:

@@ -60,7 +60,7 @@ def kl_per_threshold(hist: torch.Tensor, levels: int, log_diff: bool,
     start = levels if start is None else start
     if not 1 <= start <= bins:
         raise ValueError(f'kl_per_threshold: start={start} must be in 1..{bins} (bins)')
-    cand = torch.arange(start, bins + 1)
+    cand = torch.arange(start, bins + 1, device=hist.device)
     # bounded memory: (candidates, levels) work arrays, a chunk of candidates at a time
     per_chunk = max(1, _CHUNK_ELEMENTS // (levels + 1))
     kl = torch.cat([_kl_for(hist, levels, log_diff, c) for c in cand.split(per_chunk)])
@@ -72,11 +72,11 @@ def _kl_for(hist: torch.Tensor, levels: int, log_diff: bool,
     """KL(P || Q) of ``kl_per_threshold`` for the candidate thresholds ``cand``."""
     h = hist.double()
     total = h.sum()
-    zero = torch.zeros(1, dtype=torch.float64)
+    zero = torch.zeros(1, dtype=torch.float64, device=h.device)
     cum = torch.cat([zero, torch.cumsum(h, 0)])  # cum[k] = sum h[:k]
     cum_hlogh = torch.cat([zero, torch.cumsum(torch.xlogy(h, h), 0)])
     cum_nz = torch.cat([zero, torch.cumsum((h > 0).double(), 0)])
-    g = torch.arange(levels + 1)
+    g = torch.arange(levels + 1, device=h.device)
     # Group g covers bins [ceil(g * i / levels), ceil((g + 1) * i / levels)).
     edges = torch.div(g[None] * cand[:, None] + levels - 1, levels,
                       rounding_mode='floor')  # (n, L+1)
@@ -175,10 +175,11 @@ class KLCalibrator(BaseCalibrator):
             x = torch.relu(x)
         if x.numel() == 0:
             return
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = torch.aminmax(x)
+        lo, hi = torch.stack([lo, hi]).tolist()  # one host sync per batch for range and bins
         self.min_val = lo if self.min_val is None else min(self.min_val, lo)
         self.max_val = hi if self.max_val is None else max(self.max_val, hi)
-        self.histogram.add(x)
+        self.histogram.add(x, amax=max(-lo, hi))
 
     def quantized_levels(self, quantizer) -> int:
         """Number of levels Q is folded into for this quantizer (see class docstring)."""
@@ -215,7 +216,9 @@ class KLCalibrator(BaseCalibrator):
             lo, hi = -t, t
         else:
             lo, hi = max(self.min_val, -t), min(self.max_val, t)
-        return self._finish(quantizer, torch.tensor([lo]), torch.tensor([hi]))
+        device = self.histogram.counts.device if not self.histogram.is_empty else None
+        return self._finish(quantizer, torch.tensor([lo], device=device),
+                            torch.tensor([hi], device=device))
 
 
 @CALIBRATORS.register_module()

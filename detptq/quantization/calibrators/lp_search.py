@@ -1,5 +1,10 @@
-"""Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (docs/METHOD.md §2)."""
-from typing import Tuple
+"""Lp-norm clipping search: pick the range minimising mean |x - Q(x)|^p (docs/METHOD.md §2).
+
+``lp_clip_search`` is the search itself, for one or several p at once; the
+``LpSearchCalibrator`` and the DetPTQ p search (detptq.reconstruction.p_search)
+both use it.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -12,10 +17,61 @@ from .sample_buffer import SampleBuffer
 _CHUNK_ELEMENTS = 4_000_000
 
 
-def lp_error(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
-             p: float) -> torch.Tensor:
-    """Mean ``|x - Q(x)|^p`` over the last axis (``scale``/``zero_point`` broadcast on ``x``)."""
-    return (x - fake_quantize(x, scale, zero_point, qmin, qmax)).abs().pow(p).mean(dim=-1)
+QParams = Tuple[torch.Tensor, torch.Tensor]  # (scale, zero_point)
+
+
+def abs_powers(err: torch.Tensor, p_values: Sequence[float],
+               half_powers_by_sqrt: bool = False) -> List[torch.Tensor]:
+    """``err ** p`` for each p (``err`` >= 0).
+
+    ``half_powers_by_sqrt``: integer and half-integer p as products of integer
+    powers and one ``sqrt`` shared by all p (much cheaper than ``pow`` for
+    several p; equal to ``pow`` up to float rounding in the last bit).
+    """
+    if not half_powers_by_sqrt:
+        return [err.pow(p) for p in p_values]
+    cache: Dict[float, torch.Tensor] = {1.0: err}
+    root = None
+    out = []
+    for p in p_values:
+        whole, half = divmod(float(p), 1.0)
+        if half not in (0.0, 0.5) or whole > 8:
+            out.append(err.pow(p))
+            continue
+        if whole not in cache:
+            cache[whole] = err.pow(int(whole))
+        value = cache[whole]
+        if half:
+            root = err.sqrt() if root is None else root
+            value = root if whole == 0 else value * root
+        out.append(value)
+    return out
+
+
+def lp_clip_search(grid, values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                   ratios: torch.Tensor, p_values: Sequence[float],
+                   half_powers_by_sqrt: bool = False) -> List[QParams]:
+    """Per p, the (scale, zero_point) ``(C,)`` of the range with the least error.
+
+    Candidate ranges are ``[r * lo, r * hi]`` for each clip ratio r; the error
+    of a candidate is mean ``|x - Q(x)|^p`` over the last axis of ``values``
+    (``(C, N)``), each candidate fake-quantizing ``values`` once for all p.
+    ``argmin`` returns the first minimum: ties keep the wider range.
+    """
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
+    errors: List[List[torch.Tensor]] = [[] for _ in p_values]
+    for start in range(0, len(ratios), per_chunk):
+        r = ratios[start:start + per_chunk, None]  # (n, 1)
+        scale, zp = range_to_qparams(grid, lo[None] * r, hi[None] * r)  # (n, C)
+        err = (values[None] - fake_quantize(values[None], scale[..., None], zp[..., None],
+                                            grid.qmin, grid.qmax)).abs()
+        for i, powered in enumerate(abs_powers(err, p_values, half_powers_by_sqrt)):
+            errors[i].append(powered.mean(dim=-1))
+    params = []
+    for per_p in errors:
+        best_ratio = ratios[torch.cat(per_p, dim=0).argmin(dim=0)]
+        params.append(range_to_qparams(grid, lo * best_ratio, hi * best_ratio))
+    return params
 
 
 @CALIBRATORS.register_module()
@@ -58,31 +114,21 @@ class LpSearchCalibrator(RangeCalibrator):
         self.samples.add(view)
         self._update_range(view)
 
-    def candidate_ratios(self) -> torch.Tensor:
-        """Clip ratios from 1.0 downwards in ``step`` steps."""
-        return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32)
+    def candidate_ratios(self, device: Optional[torch.device] = None) -> torch.Tensor:
+        """Clip ratios from 1.0 downwards in ``step`` steps (on ``device``, default CPU)."""
+        return 1.0 - self.step * torch.arange(self.num_candidates, dtype=torch.float32,
+                                              device=device)
 
-    def search(self, quantizer, values: torch.Tensor, lo: torch.Tensor,
-               hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Errors ``(num_candidates, C)`` and the best (scale, zero_point) per channel."""
-        ratios = self.candidate_ratios()
-        per_candidate = max(1, _CHUNK_ELEMENTS // max(values.numel(), 1))
-        errors = []
-        for start in range(0, len(ratios), per_candidate):
-            r = ratios[start:start + per_candidate, None]  # (n, 1)
-            scale, zp = range_to_qparams(quantizer, lo[None] * r, hi[None] * r)  # (n, C)
-            errors.append(
-                lp_error(values[None], scale[..., None], zp[..., None], quantizer.qmin,
-                         quantizer.qmax, self.p))
-        errors = torch.cat(errors, dim=0)
-        # argmin returns the first minimum: ties keep the wider range.
-        best = errors.argmin(dim=0)
-        best_ratio = ratios[best]
-        scale, zp = range_to_qparams(quantizer, lo * best_ratio, hi * best_ratio)
-        return errors, scale, zp
+    def compute_per_p(self, quantizer, p_values: Sequence[float],
+                      half_powers_by_sqrt: bool = False) -> List[QParams]:
+        """``compute`` for each p in ``p_values`` from one pass over the candidates."""
+        self._check_has_data()
+        values = self.samples.values()
+        params = lp_clip_search(quantizer, values, self.min_val, self.max_val,
+                                self.candidate_ratios(values.device), p_values,
+                                half_powers_by_sqrt)
+        return [(squeeze_per_tensor(scale, self.per_channel),
+                 squeeze_per_tensor(zp, self.per_channel)) for scale, zp in params]
 
     def compute(self, quantizer) -> Tuple[torch.Tensor, torch.Tensor]:
-        self._check_has_data()
-        _, scale, zp = self.search(quantizer, self.samples.values(), self.min_val, self.max_val)
-        return (squeeze_per_tensor(scale,
-                                   self.per_channel), squeeze_per_tensor(zp, self.per_channel))
+        return self.compute_per_p(quantizer, (self.p,))[0]

@@ -3,6 +3,8 @@ from typing import List, Optional
 
 import torch
 
+from detptq.utils.devices import seeded_generator
+
 
 class SampleBuffer:
     """Keeps at most ``max_samples`` values per channel (per tensor: in total).
@@ -13,21 +15,27 @@ class SampleBuffer:
     While the budget is not exceeded every value is kept, so small data give
     exact statistics; beyond it, uniformly random columns are kept (the same
     positions for all channels), which preserves quantiles in expectation.
+    The random generator is made on the device of the first values that need
+    subsampling (CPU: the same stream as ever; see ``detptq.utils.devices``).
     """
 
     def __init__(self, max_samples: int = 1_000_000, seed: int = 0):
         if not isinstance(max_samples, int) or max_samples < 1:
             raise ValueError(f'max_samples={max_samples!r} is invalid; expected a positive int')
         self.max_samples = max_samples
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator: Optional[torch.Generator] = None  # made on the data's device
         self.chunks: List[torch.Tensor] = []
         self.seen = 0  # values observed per channel, kept or not
 
     def _subsample(self, view: torch.Tensor, keep: int) -> torch.Tensor:
         if view.shape[1] <= keep:
             return view
-        idx = torch.randperm(view.shape[1], generator=self.generator)[:keep]
-        return view[:, idx]
+        if self.generator is None:
+            self.generator = seeded_generator(self.seed, view.device)
+        idx = torch.randperm(view.shape[1], generator=self.generator,
+                             device=self.generator.device)[:keep]
+        return view[:, idx.to(view.device)]
 
     def add(self, view: torch.Tensor) -> None:
         """Add a ``(C, N)`` view of new values."""
