@@ -9,8 +9,9 @@ from detptq.engine.loops.ptq_loop import PTQLoop
 
 
 class _LoaderOnlyRunner:
-    """The one Runner method calibration_set uses."""
+    """What calibration_set uses of a Runner: build_dataloader and the run's seed."""
     build_dataloader = staticmethod(Runner.build_dataloader)
+    seed = 0  # Runner.seed (set_randomness); only a shuffling sampler without its own seed reads it
 
 
 @pytest.fixture(scope='module')

@@ -4,6 +4,7 @@
     python tools/quantize.py configs/yolov6s_detptq.py --checkpoint yolov6s.pth --data-root data/coco
     python tools/quantize.py CONFIG --cfg-options quant_cfg.w_bits=4 recon_cfg.iters=500
     python tools/quantize.py CONFIG --calib-dir my_images/ --num-calib-images 256 [--no-eval]
+    tools/dist_quantize.sh CONFIG 8 [args]   # torchrun: rank 0 quantizes, evaluation is sharded
 
 Writes WORK_DIR/result.json (the leaderboard row) and WORK_DIR/quantized.pth.
 Re-running the same command resumes: FP metrics and finished reconstruction
@@ -23,6 +24,11 @@ from detptq.datasets.image_folder import DEFAULT_CALIB_SEED
 from detptq.engine.config_utils import (DictAction, build_eval_runner, calib_dir_dataloader,
                                         check_data, load_ptq_config)
 from detptq.utils.cli import UserInputError, run_tool
+from detptq.utils.distributed import add_launcher_args, init_distributed, is_main_process
+
+# Ranks other than 0 wait in one broadcast while rank 0 calibrates and reconstructs
+# (detptq.utils.distributed); torch's default 30-minute collective timeout is too short.
+PTQ_DIST_TIMEOUT_S = 24 * 3600
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +50,7 @@ def parse_args() -> argparse.Namespace:
                         help='no evaluation at all (no labelled val set): result.json has no mAP')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. quant_cfg.w_bits=4')
+    add_launcher_args(parser)
     return parser.parse_args()
 
 
@@ -63,6 +70,8 @@ def use_calib_dir(cfg, calib_dir: str, num_images: int, seed: int) -> None:
         dataset = DATASETS.build(cfg.calib_dataloader['dataset'])
     except ImageFolderError as err:
         raise UserInputError(str(err)) from None
+    if not is_main_process():  # one writer
+        return
     os.makedirs(cfg.work_dir, exist_ok=True)
     with open(osp.join(cfg.work_dir, 'calib_files.txt'), 'w') as f:
         f.writelines(path + '\n' for path in dataset.file_list())
@@ -92,6 +101,7 @@ def apply_flags(cfg, args: argparse.Namespace) -> None:
 def main() -> None:
     args = parse_args()
     cfg, checkpoint = load_ptq_config(args)  # every setting checked before any work
+    init_distributed(cfg, args, default_timeout=PTQ_DIST_TIMEOUT_S)
     apply_flags(cfg, args)
     # the config's test loop is PTQLoop (configs/_base_/ptq/): runner.test() quantizes
     build_eval_runner(cfg, checkpoint).test()

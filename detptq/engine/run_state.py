@@ -6,7 +6,8 @@ interruption reports the time of all its invocations, not only the last.
 The current invocation's time is written at every step the loop reports and
 by a background timer every ``tick_seconds``, atomically, so a kill loses at
 most that much. Other facts may be noted (e.g. the FP-metrics fingerprint,
-to say why the FP cache missed).
+to say why the FP cache missed). In a distributed run only the main process
+writes the file.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 
 from detptq.utils.fingerprint import Fingerprint
@@ -74,7 +76,8 @@ class RunState:
         """Record the current invocation's time so far."""
         with self._lock:
             self.data['invocations'][-1]['seconds'] = round(time.time() - self.started, 3)
-            write_json_atomic(self.data, self.path, indent=1)
+            if is_main_process():  # one writer
+                write_json_atomic(self.data, self.path, indent=1)
 
     def note(self, **facts: Any) -> None:
         """Remember facts for the next invocation (written with the next tick)."""

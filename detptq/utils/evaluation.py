@@ -5,6 +5,7 @@ import logging
 from typing import Callable, Dict, Optional
 
 import torch
+from mmengine.dist import is_main_process
 from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
 from tqdm import tqdm
@@ -39,8 +40,8 @@ def evaluate(model: torch.nn.Module, dataloader, evaluator: Evaluator,
     and ``after_test_iter`` as mmengine's TestLoop does (PTQLoop's evaluation passes).
     """
     model.eval()
-    for idx, data_batch in enumerate(tqdm(dataloader, desc=desc, unit='batch',
-                                          dynamic_ncols=True)):
+    for idx, data_batch in enumerate(tqdm(dataloader, desc=desc, unit='batch', dynamic_ncols=True,
+                                          disable=not is_main_process())):  # one bar per run
         if call_hook is not None:
             call_hook('before_test_iter', batch_idx=idx, data_batch=data_batch)
         outputs = model.test_step(data_batch)

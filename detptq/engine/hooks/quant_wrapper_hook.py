@@ -69,14 +69,19 @@ class QuantWrapperHook(Hook):
             self.calib_dataloader = runner.build_dataloader(self.calib_dataloader, seed=runner.seed)
         return self.calib_dataloader
 
-    def wrap(self, runner, calib: CalibrationSet,
+    def wrap(self, runner, calib: Optional[CalibrationSet],
              num_batches: Optional[int] = None) -> nn.Module:
         """Quantize ``runner.model`` (DDP-style wrappers unwrapped), calibrate it on the first
-        ``num_batches`` (default all) of ``calib`` and put it in the runner; returns it."""
+        ``num_batches`` (default all) of ``calib`` and put it in the runner; returns it.
+
+        ``calib=None``: not calibrated; its state is loaded afterwards (a distributed
+        PTQLoop's ranks other than 0 receive rank 0's).
+        """
         wrapped = is_model_wrapper(runner.model)
         model = runner.model.module if wrapped else runner.model
         model_q = quantize_model(model, self.quant_cfg, inplace=self.inplace)
-        calibrate(model_q, calib, num_batches)
+        if calib is not None:
+            calibrate(model_q, calib, num_batches)
         if wrapped:
             runner.model.module = model_q
         else:

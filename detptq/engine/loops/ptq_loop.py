@@ -10,6 +10,11 @@ reconstruction saves each finished unit (see detptq.reconstruction). Every
 reused artefact carries a fingerprint of the run's inputs (``run_fingerprint``)
 and is recomputed when it differs; ``WORK_DIR/run_state.json`` adds up the wall
 time of all invocations.
+
+In a distributed run (``--launcher pytorch``) rank 0 quantizes, calibrates and
+reconstructs exactly as one process would and shares the quantized state
+with every rank (detptq.utils.distributed); the evaluations are sharded and
+only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Any, Dict, Optional
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner, TestLoop
 
 from detptq.engine.metrics_cache import (fp_metrics_fingerprint, load_fp_metrics,
@@ -32,6 +38,8 @@ from detptq.quantization.calibration_set import CalibrationSet
 from detptq.quantization.cfws import cfws_extra_bops
 from detptq.registry import HOOKS, LOOPS, RECONSTRUCTORS
 from detptq.utils.checkpoint import save_checkpoint_file
+from detptq.utils.distributed import (is_main_process, share_from_main, share_state_from_main,
+                                      unshard_sampler)
 from detptq.utils.evaluation import evaluate, short_metrics
 from detptq.utils.fingerprint import Fingerprint, file_digest
 from detptq.utils.io import write_json_atomic
@@ -123,7 +131,10 @@ class PTQLoop(TestLoop):
         if self.calib_seed is not None:
             loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=True,
                                          seed=self.calib_seed)
-        loader = self.runner.build_dataloader(loader_cfg)
+        # the Runner's seed, as for its own loaders: without one, DefaultSampler syncs a seed
+        # across ranks, a collective that only rank 0 would reach in a distributed run
+        loader = self.runner.build_dataloader(loader_cfg, seed=self.runner.seed)
+        unshard_sampler(loader.sampler)  # distributed: rank 0 calibrates on every image
         calib = CalibrationSet.from_loader(loader, data_preprocessor,
                                            num_images=self.num_calib_images)
         print_log(f'PTQ: {calib.num_images} calibration images in {len(calib)} batches '
@@ -132,7 +143,8 @@ class PTQLoop(TestLoop):
 
     def _fp_metrics(self, model: torch.nn.Module, state: RunState) -> Dict[str, float]:
         fingerprint = fp_metrics_fingerprint(self.runner.cfg, self.runner.cfg.load_from)
-        cached = load_fp_metrics(fingerprint.digest)
+        cached = share_from_main(load_fp_metrics(fingerprint.digest) if is_main_process()
+                                 else None)
         if cached is not None:
             print_log(f'PTQ: FP metrics from an earlier run (same checkpoint, model, data and '
                       f'annotations): {cached}', logger='current')
@@ -141,7 +153,8 @@ class PTQLoop(TestLoop):
         why = fingerprint.explain(previous) if previous else 'not cached yet'
         print_log(f'PTQ: evaluating the FP model ({why})', logger='current')
         metrics = self._evaluate(model, 'eval FP')
-        store_fp_metrics(fingerprint.digest, metrics, fingerprint)
+        if is_main_process():
+            store_fp_metrics(fingerprint.digest, metrics, fingerprint)
         state.note(fp_metrics_parts=fingerprint.parts)
         return metrics
 
@@ -170,28 +183,26 @@ class PTQLoop(TestLoop):
             result, q_metrics = self._run(runner, work_dir, fingerprint, state)
         finally:
             state.close()
-        self._print_summary(result)
+        if result is not None:  # the main process's
+            self._print_summary(result)
         runner.call_hook('after_test_epoch', metrics=q_metrics)
         runner.call_hook('after_test')
         return q_metrics
 
     def _run(self, runner: Runner, work_dir: str, fingerprint: Fingerprint,
              state: RunState) -> tuple:
-        model_fp = runner.model
+        # a distributed run wraps the model in MMDistributedDataParallel
+        model_fp = runner.model.module if is_model_wrapper(runner.model) else runner.model
         model_fp.eval()
         fp_metrics = self._fp_metrics(model_fp, state) if self.eval_fp else {}
-        calib = self.calibration_set(model_fp.data_preprocessor)
-        fingerprint = fingerprint.with_parts(calib_images=calib.image_ids)
-        model_q = self.quant_wrapper.wrap(runner, calib)
-        state.tick()
-        recon_stats = None
-        if self.recon_cfg:
-            reconstructor = RECONSTRUCTORS.build(self.recon_cfg)
-            recon_stats = reconstructor(model_q, calib, model_fp=None,
-                                        work_dir=osp.join(work_dir, 'recon'),
-                                        fingerprint=fingerprint)
-            state.tick()
+        if is_main_process():
+            model_q, calib, recon_stats = self._quantize(model_fp, work_dir, fingerprint, state)
+        else:  # the same modules; rank 0's calibrated/reconstructed state arrives below
+            model_q, calib, recon_stats = self.quant_wrapper.wrap(runner, None), None, None
+        share_state_from_main(model_q)
         q_metrics = self._evaluate(model_q, 'eval quantized') if self.run_eval else {}
+        if not is_main_process():  # one writer
+            return None, q_metrics
         result = self._result(fp_metrics, q_metrics, model_q, calib,
                               state.total_seconds(), recon_stats)
         result['invocations'] = state.invocations
@@ -202,6 +213,22 @@ class PTQLoop(TestLoop):
                              osp.join(work_dir, 'quantized.pth'))
         write_json_atomic(result, osp.join(work_dir, 'result.json'), indent=2)
         return result, q_metrics
+
+    def _quantize(self, model_fp: torch.nn.Module, work_dir: str, fingerprint: Fingerprint,
+                  state: RunState) -> tuple:
+        """Quantize, calibrate and reconstruct on all calibration images: (model_q, calib, stats)."""
+        calib = self.calibration_set(model_fp.data_preprocessor)
+        fingerprint = fingerprint.with_parts(calib_images=calib.image_ids)
+        model_q = self.quant_wrapper.wrap(self.runner, calib)
+        state.tick()
+        recon_stats = None
+        if self.recon_cfg:
+            reconstructor = RECONSTRUCTORS.build(self.recon_cfg)
+            recon_stats = reconstructor(model_q, calib, model_fp=None,
+                                        work_dir=osp.join(work_dir, 'recon'),
+                                        fingerprint=fingerprint)
+            state.tick()
+        return model_q, calib, recon_stats
 
     # -- reporting --------------------------------------------------------
     def _result(self, fp: Dict[str, float], q: Dict[str, float], model_q,
