@@ -22,7 +22,6 @@ onnxruntime runs them as QLinearConv too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import os.path as osp
 import statistics
@@ -172,11 +171,11 @@ def main() -> None:
               f'{score_diff[name]:.3g}{caveat}')
     print(f'  INT8_CONVOUT: {len(convout.int8_output_convs)} convs got an output Q/DQ')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(dict(model=what, input_shape=list(shape), threads=args.threads,
-                           repeats=args.repeats, latency=summary, ratios=ratios,
-                           ort_kernels={k: dict(v) for k, v in kernels.items()},
-                           onnxruntime=ort.__version__), f, indent=2)
+        from detptq.utils.io import write_json_atomic
+        write_json_atomic(dict(model=what, input_shape=list(shape), threads=args.threads,
+                               repeats=args.repeats, latency=summary, ratios=ratios,
+                               ort_kernels={k: dict(v) for k, v in kernels.items()},
+                               onnxruntime=ort.__version__), args.json, indent=2)
 
 
 if __name__ == '__main__':

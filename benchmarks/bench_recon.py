@@ -26,7 +26,6 @@ initialised model of ``configs/_base_/models/`` instead.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os.path as osp
 import resource
@@ -384,8 +383,8 @@ def main() -> None:
     result['peak_rss_mb'] = peak_rss_mb()
     print(f'peak RSS {result["peak_rss_mb"]:.0f} MiB')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
+        from detptq.utils.io import write_json_atomic
+        write_json_atomic(result, args.json, indent=2)
 
 
 if __name__ == '__main__':

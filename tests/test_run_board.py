@@ -89,19 +89,27 @@ def test_finished_runs_are_skipped_and_committed(board, tmp_path):
     assert all('would be starting' in line for line in lines[1:9])
 
 
-def test_fingerprint_is_pinned_across_config_layouts(board):
+def test_fingerprint_is_pinned_and_ignores_runtime_keys(board):
     """A finished run stays recognised while what decides its result is unchanged.
 
-    The value was computed before PTQLoop moved into configs/_base_/ptq/ (test_cfg);
-    a deliberate change of a board config or of the lr study may update it, knowing
-    that every committed run of the study then counts as unfinished.
+    A deliberate change of a board config or of the lr study may update the pinned
+    value, knowing that every committed run of the study then counts as unfinished.
     """
     specs = {s.name: s for s in board.build_matrix('lr', 'tune', None, {})}
     spec = specs['lr_yolov6n_demo_adaround_lr0.001_w4a4_s0_tune']
-    assert spec.fingerprint == '21de297541af75f63ef984169135db918b76871f'
-    # the PTQ configs declare exactly the loop the fingerprint view maps
+    assert spec.fingerprint == PINNED_FINGERPRINT
     cfg = board._load_config('configs/board/adaround.py')
-    assert cfg.test_cfg.to_dict() == board.PTQ_LOOP_DECLARATION
-    # any other loop setting is hashed as it is
-    cfg.merge_from_dict({'test_cfg.eval_fp': False})
-    assert board.hashed_content(cfg)['test_cfg'] == dict(type='PTQLoop', eval_fp=False)
+    content = board.hashed_content(cfg)
+    assert 'env_cfg' not in content and 'default_hooks' not in content
+    assert content['test_cfg'] == dict(type='PTQLoop') and 'quant_cfg' in content
+    # a runtime key does not change the fingerprint; a result-deciding one does
+    base = board._spec('lr', 'x', 'configs/board/adaround.py', (4, 4), 0, 'tune', {})
+    cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo', 'log_level': 'DEBUG'})
+    assert board.hashed_content(cfg) == content
+    cfg.merge_from_dict({'recon_cfg.iters': 7})
+    assert board.hashed_content(cfg) != content
+    assert base.fingerprint == board._spec('lr', 'x', 'configs/board/adaround.py', (4, 4), 0,
+                                           'tune', {}).fingerprint
+
+
+PINNED_FINGERPRINT = '63ec68e10079ac451d34db6fc724f91c8bb72198'

@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from detptq.utils.io import write_json_atomic
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BOARD_DIR = 'configs/board'
 RESULTS = 'results'
@@ -107,23 +109,16 @@ def split_options(cfg, split: str) -> Dict[str, Any]:
             'test_evaluator.ann_file': f'{root}annotations/instances_{split}.json'}
 
 
-# Every PTQ config declares this test loop (configs/_base_/ptq/minmax.py). It takes each
-# setting from the top-level keys (quant_cfg, recon_cfg, num_calib_images, calib_seed, ...),
-# which the content already holds, so it adds nothing that decides a result. The configs
-# held mmengine's TestLoop in that place before they declared PTQLoop (tools/quantize.py
-# swapped it in); hashing that earlier form keeps the fingerprints of the runs finished
-# then (results/runs/) valid. Any other test_cfg (e.g. test_cfg.eval_fp=False) is hashed as it is.
-PTQ_LOOP_DECLARATION = {'type': 'PTQLoop'}
-HASHED_LOOP_DECLARATION = {'type': 'TestLoop'}
+# Keys of the merged config that never change a run's result (how the process is started,
+# logged and visualised). They are left out of the fingerprint, so e.g. the distributed
+# backend in default_runtime.py does not turn every committed run into an unfinished one.
+RUNTIME_KEYS = ('env_cfg', 'launcher', 'default_hooks', 'log_level', 'log_processor',
+                'visualizer', 'vis_backends', 'work_dir', 'resume')
 
 
 def hashed_content(cfg) -> Dict[str, Any]:
-    """The merged config as the fingerprint hashes it: the plain PTQLoop declaration in its
-    earlier form (see PTQ_LOOP_DECLARATION), everything else as it is."""
-    content = cfg.to_dict()
-    if content.get('test_cfg') == PTQ_LOOP_DECLARATION:
-        content['test_cfg'] = dict(HASHED_LOOP_DECLARATION)
-    return content
+    """The merged config as the fingerprint hashes it: everything but RUNTIME_KEYS."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}
 
 
 def _spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int, split: str,
@@ -204,8 +199,7 @@ def commit_run(work: str, committed: str, git_add: bool) -> None:
 def run_one(spec: RunSpec, work: str, args) -> bool:
     """tools/quantize.py for one spec (resuming whatever the folder holds); True on success."""
     os.makedirs(work, exist_ok=True)
-    with open(osp.join(work, 'run_spec.json'), 'w') as f:
-        json.dump(asdict(spec), f, indent=1)
+    write_json_atomic(asdict(spec), osp.join(work, 'run_spec.json'), indent=1)
     cmd = [args.python, osp.join(ROOT, 'tools/quantize.py'), osp.join(ROOT, spec.config),
            '--work-dir', work]
     if args.data_root:
