@@ -87,6 +87,10 @@ def test_finished_runs_are_skipped_and_committed(board, tmp_path):
     lines = proc.stdout.splitlines()
     assert f'{spec.name}: done (committed)' in lines[0] and len(lines) == 10
     assert all('would be starting' in line for line in lines[1:9])
+    # the study's table lists every finished run, whatever --only selects
+    specs = board.build_matrix('board', 'val', [0], {})
+    assert board.finished_folders(specs, str(tmp_path / 'work'),
+                                  str(tmp_path / 'results' / 'runs')) == [str(committed)]
 
 
 def test_fingerprint_is_pinned_and_ignores_runtime_keys(board):

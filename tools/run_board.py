@@ -213,6 +213,17 @@ def run_one(spec: RunSpec, work: str, args) -> bool:
     return proc.returncode == 0 and osp.isfile(osp.join(work, 'result.json'))
 
 
+def finished_folders(specs: List[RunSpec], root: str, runs_dir: str) -> List[str]:
+    """For each finished spec, its committed folder (else its work folder)."""
+    folders = []
+    for spec in specs:
+        for folder in (osp.join(runs_dir, spec.name), osp.join(root, spec.name)):
+            if finished_in(folder, spec):
+                folders.append(folder)
+                break
+    return folders
+
+
 def aggregate(study: str, split: str, folders: List[str], args) -> None:
     """tools/leaderboard.py --aggregate over the finished runs -> results/<study>.{md,csv,png}."""
     if not folders:
@@ -311,7 +322,7 @@ def main() -> None:
     if args.study != 'board' and split != 'tune':
         raise SystemExit(f'run_board: the {args.study} study chooses settings, so it runs on '
                          'the tune split only (docs/detptq_study.md)')
-    specs = build_matrix(args.study, split, args.seeds, dict(args.cfg_options))
+    specs = all_specs = build_matrix(args.study, split, args.seeds, dict(args.cfg_options))
     if args.only:
         specs = [s for s in specs if re.search(args.only, s.name)]
     if not args.dry_run:
@@ -375,7 +386,8 @@ def main() -> None:
     print(f'[board] {len(done_folders)}/{len(specs)} finished, {len(failed)} failed'
           + (f': {", ".join(failed)}' if failed else ''))
     if not args.dry_run and not args.no_aggregate:
-        aggregate(args.study, split, done_folders, args)
+        # the table covers every finished run of the study, not only those --only selected
+        aggregate(args.study, split, finished_folders(all_specs, root, runs_dir), args)
     if failed:
         sys.exit(1)
 
