@@ -34,7 +34,6 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils import _pytree as pytree
 
