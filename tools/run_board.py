@@ -68,7 +68,7 @@ ABLATION = {
     'odol_box2': {'recon_cfg.p_search.box_weight': 2.0},
 }
 ABLATION_BITS = ((4, 4), (4, 8))
-LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2)
+LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 STUDY_SPLIT = {'board': 'val', 'ablation': 'tune', 'lr': 'tune'}
 OUTPUTS = {'board': 'demo_board', 'ablation': 'detptq_study', 'lr': 'lr_study'}
 
