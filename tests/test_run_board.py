@@ -1,6 +1,7 @@
 """tools/run_board.py: the board/ablation matrices, their configs, skip-by-fingerprint and commit."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,62 @@ def test_fingerprint_is_pinned_and_ignores_runtime_keys(board):
 
 
 PINNED_FINGERPRINT = '63ec68e10079ac451d34db6fc724f91c8bb72198'
+
+
+FAKE_QUANTIZE = '''#!{python}
+"""Stands in for python: tools/quantize.py sleeps and writes a result; anything else runs."""
+import json, os, sys, time
+if not sys.argv[1].endswith('quantize.py'):
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
+work = sys.argv[sys.argv.index('--work-dir') + 1]
+start = time.time()
+time.sleep(1.5)
+json.dump(dict(model='yolov6n_demo', method='brecq', w_bits=4, a_bits=4, calib_seed=0,
+               fp_metrics=dict(mAP=0.6, AP50=0.8), quant_metrics=dict(mAP=0.5, AP50=0.7)),
+          open(os.path.join(work, 'result.json'), 'w'))
+json.dump(dict(start=start, end=time.time(), threads=os.environ.get('OMP_NUM_THREADS')),
+          open(os.path.join(work, 'fake.json'), 'w'))
+'''
+
+
+def test_jobs_run_at_once_and_git_commit_commits_each_run(tmp_path):
+    """--jobs 2 overlaps two runs (cores/2 threads each); --git-commit commits each and the table."""
+    fake = tmp_path / 'python'
+    fake.write_text(FAKE_QUANTIZE.format(python=sys.executable))
+    fake.chmod(0o755)
+    results = tmp_path / 'results'
+    results.mkdir()
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@t']
+    subprocess.run(['git', 'init', '-q'], cwd=results, check=True)
+    subprocess.run(git + ['commit', '-q', '--allow-empty', '-m', 'start'], cwd=results,
+                   check=True)
+    (results / 'unrelated.txt').write_text('staged, not part of any run')
+    subprocess.run(['git', 'add', 'unrelated.txt'], cwd=results, check=True)
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    env.update(GIT_AUTHOR_NAME='t', GIT_AUTHOR_EMAIL='t@t', GIT_COMMITTER_NAME='t',
+               GIT_COMMITTER_EMAIL='t@t')
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/run_board.py'), '--study', 'lr',
+                           '--only', '_brecq_lr0.0[13]_', '--jobs', '2', '--git-commit',
+                           '--root', str(tmp_path / 'work'), '--results', str(results),
+                           '--python', str(fake), '--data-root', str(tmp_path / 'no_data')],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = sorted((tmp_path / 'work').iterdir())
+    assert [r.name for r in runs] == ['lr_yolov6n_demo_brecq_lr0.01_w4a4_s0_tune',
+                                      'lr_yolov6n_demo_brecq_lr0.03_w4a4_s0_tune']
+    a, b = (json.loads((r / 'fake.json').read_text()) for r in runs)
+    assert a['start'] < b['end'] and b['start'] < a['end']  # the two runs overlapped
+    assert a['threads'] == b['threads'] == str(max(1, (os.cpu_count() or 1) // 2))
+    log = subprocess.run(['git', 'log', '--format=%s'], cwd=results, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert sorted(log[1:3]) == ['results: lr_yolov6n_demo_brecq_lr0.01_w4a4_s0_tune: mAP 0.500'
+                               ' in 0.0 min', 'results: lr_yolov6n_demo_brecq_lr0.03_w4a4_s0_'
+                               'tune: mAP 0.500 in 0.0 min'] and len(log) == 4
+    assert log[0] == 'results: lr_study table from the finished runs' and log[3] == 'start'
+    committed = subprocess.run(['git', 'ls-files'], cwd=results, capture_output=True,
+                               text=True, check=True).stdout.split()
+    assert 'runs/lr_yolov6n_demo_brecq_lr0.03_w4a4_s0_tune/result.json' in committed
+    assert {'lr_study.md', 'lr_study.csv', 'lr_study.png'} <= set(committed)
+    status = subprocess.run(['git', 'status', '--porcelain'], cwd=results,
+                            capture_output=True, text=True, check=True).stdout
+    assert status.strip() == 'A  unrelated.txt'  # a user's staged file is left alone

@@ -5,13 +5,16 @@
     python tools/run_board.py --study ablation         # DetPTQ variants, tune split (docs/detptq_study.md)
     python tools/run_board.py --study lr               # lr_round of the reconstruction methods, tune split
     python tools/run_board.py --commit-results --git-add   # also copy finished runs to results/runs/
+    python tools/run_board.py --jobs 2 --git-commit    # two runs at a time, commit each finished run
     python tools/run_board.py --dry-run                # list the runs and their state, run nothing
     python tools/run_board.py --plot-loss-curves WORK_DIRS/RUN   # loss-vs-iteration PNG of a run
 
 Every run is ``tools/quantize.py CONFIG --work-dir ROOT/NAME --cfg-options ...``
 with the options generated from the study's matrix (method x bits x seed, or
 variant x bits x seed) on top of the few configs in configs/board/. Runs go
-one after another. A run is *finished* when its folder (or its committed copy
+one after another, or ``--jobs N`` at a time (each with cores / N threads: on
+small models several one-thread runs use the cores better than one run with
+many threads). A run is *finished* when its folder (or its committed copy
 in results/runs/NAME) holds result.json and a run_spec.json whose fingerprint
 equals the current spec (config, its merged content, options, split); such
 runs are skipped. An unfinished run is restarted with the same command, and
@@ -21,7 +24,8 @@ units). A folder made for a different spec is left alone and reported unless
 
 ``--commit-results`` copies each finished run's result.json, run_spec.json and
 reconstruction loss curves to results/runs/NAME/ (``--git-add`` stages them;
-committing is up to you), so the aggregate can be rebuilt from the committed
+``--git-commit`` commits each run as it finishes, so a long board is not lost
+with the machine), so the aggregate can be rebuilt from the committed
 runs alone. At the end the study's table and chart are written with
 tools/leaderboard.py (e.g. results/demo_board.{md,csv,png}).
 """
@@ -38,10 +42,13 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from detptq.reconstruction.loss_history import plot_loss_curves
 from detptq.utils.io import write_json_atomic
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -196,6 +203,14 @@ def commit_run(work: str, committed: str, git_add: bool) -> None:
         subprocess.run(['git', 'add', committed], cwd=ROOT, check=True)
 
 
+def git_commit(paths: List[str], message: str) -> None:
+    """Commit exactly ``paths`` (whatever else is staged stays staged); no-op if unchanged."""
+    cwd = osp.dirname(osp.abspath(paths[0]))
+    subprocess.run(['git', 'add', '--', *paths], cwd=cwd, check=True)
+    if subprocess.run(['git', 'diff', '--cached', '--quiet', '--', *paths], cwd=cwd).returncode:
+        subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=cwd, check=True)
+
+
 def run_one(spec: RunSpec, work: str, args) -> bool:
     """tools/quantize.py for one spec (resuming whatever the folder holds); True on success."""
     os.makedirs(work, exist_ok=True)
@@ -209,6 +224,8 @@ def run_one(spec: RunSpec, work: str, args) -> bool:
         log.write(f'\n# {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(cmd)}\n')
         log.flush()
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+        if args.threads:
+            env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(args.threads)
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc.returncode == 0 and osp.isfile(osp.join(work, 'result.json'))
 
@@ -224,11 +241,11 @@ def finished_folders(specs: List[RunSpec], root: str, runs_dir: str) -> List[str
     return folders
 
 
-def aggregate(study: str, split: str, folders: List[str], args) -> None:
+def aggregate(study: str, split: str, folders: List[str], args) -> List[str]:
     """tools/leaderboard.py --aggregate over the finished runs -> results/<study>.{md,csv,png}."""
     if not folders:
         print('[board] nothing finished yet: no table written')
-        return
+        return []
     out = osp.join(args.results, OUTPUTS[study] + ('' if split == STUDY_SPLIT[study]
                                                    else f'_{split}'))
     os.makedirs(args.results, exist_ok=True)
@@ -236,40 +253,7 @@ def aggregate(study: str, split: str, folders: List[str], args) -> None:
                     '--aggregate', '--md', out + '.md', '--csv', out + '.csv',
                     '--png', out + '.png'], check=True)
     print(f'[board] wrote {out}.md / .csv / .png from {len(folders)} runs')
-
-
-# -------------------------------------------------------------- loss curves
-def plot_loss_curves(path: str, units: int = 6) -> str:
-    """PNG of the training loss vs iteration of ``units`` units spread over the model."""
-    import matplotlib
-    matplotlib.use('Agg')  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    json_path = path
-    for candidate in ('recon/loss_curves.json', 'loss_curves.json'):
-        if osp.isdir(path) and osp.isfile(osp.join(path, candidate)):
-            json_path = osp.join(path, candidate)
-    data = _read_json(json_path)
-    if not data or not data.get('units'):
-        raise SystemExit(f'run_board: no loss curves in {json_path!r} (runs record them with '
-                         'recon_cfg.loss_curve_every > 0, as the board configs do)')
-    curves = data['units']
-    step = max(1, len(curves) // units)
-    picked = curves[::step][:units - 1] + [curves[-1]] if len(curves) > units else curves
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for unit in picked:
-        its, losses = zip(*unit['curve'])
-        ax.plot(its, losses, label=f"{unit['position']}: {unit['unit']} (p={unit['p']:g})")
-    ax.set_yscale('log')
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('reconstruction loss (train batch)')
-    ax.set_title(osp.basename(osp.dirname(osp.abspath(json_path))) or 'loss curves')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    png = osp.join(osp.dirname(json_path), 'loss_curves.png')
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return [out + ext for ext in ('.md', '.csv', '.png')]
 
 
 # --------------------------------------------------------------------- main
@@ -293,6 +277,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--commit-results', action='store_true',
                         help='copy finished runs to results/runs/NAME/')
     parser.add_argument('--git-add', action='store_true', help='git add the copied runs')
+    parser.add_argument('--git-commit', action='store_true',
+                        help='commit each finished run (and the table at the end) as it '
+                             'completes; implies --commit-results')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs made at the same time (default 1)')
+    parser.add_argument('--threads', type=int,
+                        help='OMP_NUM_THREADS of each run (default: cores / --jobs when '
+                             '--jobs > 1 and OMP_NUM_THREADS is unset)')
     parser.add_argument('--restart-changed', action='store_true',
                         help='move aside run folders made for another spec and rerun them')
     parser.add_argument('--dry-run', action='store_true', help='list runs and states only')
@@ -313,37 +305,24 @@ def check_split_data(data_root: Optional[str], split: str) -> None:
                          f'its {split} split (tools/make_demo_data.py) or pass --data-root')
 
 
-def main() -> None:
-    args = parse_args()
-    if args.plot_loss_curves:
-        print(plot_loss_curves(args.plot_loss_curves))
-        return
-    split = args.split or STUDY_SPLIT[args.study]
-    if args.study != 'board' and split != 'tune':
-        raise SystemExit(f'run_board: the {args.study} study chooses settings, so it runs on '
-                         'the tune split only (docs/detptq_study.md)')
-    specs = all_specs = build_matrix(args.study, split, args.seeds, dict(args.cfg_options))
-    if args.only:
-        specs = [s for s in specs if re.search(args.only, s.name)]
-    if not args.dry_run:
-        check_split_data(args.data_root, split)
-    root = osp.abspath(args.root)
-    runs_dir = osp.join(args.results, 'runs')
-    done_folders, started, failed, durations = [], 0, [], []
+def pending_runs(specs: List[RunSpec], root: str, runs_dir: str,
+                 args) -> Tuple[List[str], List[Tuple[str, RunSpec, str]]]:
+    """Finished folders (committing finished work) and the (label, spec, state) still to run."""
+    done, todo = [], []
     for i, spec in enumerate(specs, 1):
         work, committed = osp.join(root, spec.name), osp.join(runs_dir, spec.name)
         head = f'[board {i}/{len(specs)}] {spec.name}'
         if finished_in(committed, spec):
             print(f'{head}: done (committed)')
-            done_folders.append(committed)
+            done.append(committed)
             continue
         if finished_in(work, spec):
             if args.commit_results and not args.dry_run:
                 commit_run(work, committed, args.git_add)
-                done_folders.append(committed)
+                done.append(committed)
                 print(f'{head}: done, committed to {committed}')
             else:
-                done_folders.append(work)
+                done.append(work)
                 print(f'{head}: done')
             continue
         stored = _read_json(osp.join(work, 'run_spec.json'))
@@ -358,36 +337,87 @@ def main() -> None:
         if args.dry_run:
             print(f'{head}: would be {state}: {spec.config} ' +
                   ' '.join(f'{k}={v}' for k, v in spec.cfg_options.items()))
-            continue
-        if args.max_runs is not None and started >= args.max_runs:
+        elif args.max_runs is not None and len(todo) >= args.max_runs:
             print(f'{head}: not started (--max-runs {args.max_runs})')
-            continue
-        eta = ''
-        if durations:
-            left = sum(1 for s in specs[i - 1:] if not finished_in(osp.join(root, s.name), s))
-            eta = f', ~{sum(durations) / len(durations) * left / 3600:.1f} h left'
-        print(f'{head}: {state} ({time.strftime("%H:%M")}{eta}); log {work}/run.log',
-              flush=True)
-        started += 1
+        else:
+            todo.append((head, spec, state))
+    return done, todo
+
+
+def make_runs(todo: List[Tuple[str, RunSpec, str]], root: str, runs_dir: str,
+              args) -> Tuple[List[str], List[str]]:
+    """Make the pending runs, ``args.jobs`` at a time; (finished folders, failed names)."""
+    lock = threading.Lock()  # one thread at a time prints, copies and commits
+    done, failed, durations = [], [], []
+
+    def make(item: Tuple[str, RunSpec, str]) -> None:
+        head, spec, state = item
+        work, committed = osp.join(root, spec.name), osp.join(runs_dir, spec.name)
+        with lock:
+            left = len(todo) - len(done) - len(failed)
+            eta = (f', ~{sum(durations) / len(durations) * left / args.jobs / 3600:.1f} h left'
+                   if durations else '')
+            print(f'{head}: {state} ({time.strftime("%H:%M")}{eta}); log {work}/run.log',
+                  flush=True)
         start = time.time()
-        if run_one(spec, work, args):
+        ok = run_one(spec, work, args)
+        with lock:
+            if not ok:
+                failed.append(spec.name)
+                print(f'{head}: FAILED, see {work}/run.log', flush=True)
+                return
             durations.append(time.time() - start)
             result = _read_json(osp.join(work, 'result.json'))
-            print(f"{head}: mAP {result['quant_metrics'].get('mAP', float('nan')):.3f} in "
-                  f'{durations[-1] / 60:.1f} min', flush=True)
-            if args.commit_results:
-                commit_run(work, committed, args.git_add)
-                done_folders.append(committed)
-            else:
-                done_folders.append(work)
-        else:
-            failed.append(spec.name)
-            print(f'{head}: FAILED, see {work}/run.log', flush=True)
-    print(f'[board] {len(done_folders)}/{len(specs)} finished, {len(failed)} failed'
+            summary = (f"mAP {result['quant_metrics'].get('mAP', float('nan')):.3f} in "
+                       f'{durations[-1] / 60:.1f} min')
+            print(f'{head}: {summary}', flush=True)
+            if not args.commit_results:
+                done.append(work)
+                return
+            commit_run(work, committed, args.git_add)
+            done.append(committed)
+            if args.git_commit:
+                git_commit([committed], f'results: {spec.name}: {summary}')
+
+    if args.jobs == 1:
+        for item in todo:
+            make(item)
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(make, todo))  # list() re-raises a worker's exception here
+    return done, failed
+
+
+def main() -> None:
+    args = parse_args()
+    if args.plot_loss_curves:
+        print(plot_loss_curves(args.plot_loss_curves))
+        return
+    split = args.split or STUDY_SPLIT[args.study]
+    if args.study != 'board' and split != 'tune':
+        raise SystemExit(f'run_board: the {args.study} study chooses settings, so it runs on '
+                         'the tune split only (docs/detptq_study.md)')
+    if args.jobs < 1:
+        raise SystemExit(f'run_board: --jobs must be at least 1, got {args.jobs}')
+    args.commit_results = args.commit_results or args.git_commit
+    if args.threads is None and args.jobs > 1 and 'OMP_NUM_THREADS' not in os.environ:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    specs = all_specs = build_matrix(args.study, split, args.seeds, dict(args.cfg_options))
+    if args.only:
+        specs = [s for s in specs if re.search(args.only, s.name)]
+    if not args.dry_run:
+        check_split_data(args.data_root, split)
+    root = osp.abspath(args.root)
+    runs_dir = osp.join(args.results, 'runs')
+    done, todo = pending_runs(specs, root, runs_dir, args)
+    made, failed = make_runs(todo, root, runs_dir, args)
+    print(f'[board] {len(done) + len(made)}/{len(specs)} finished, {len(failed)} failed'
           + (f': {", ".join(failed)}' if failed else ''))
     if not args.dry_run and not args.no_aggregate:
         # the table covers every finished run of the study, not only those --only selected
-        aggregate(args.study, split, finished_folders(all_specs, root, runs_dir), args)
+        tables = aggregate(args.study, split, finished_folders(all_specs, root, runs_dir), args)
+        if args.git_commit and tables:
+            git_commit(tables, f'results: {OUTPUTS[args.study]} table from the finished runs')
     if failed:
         sys.exit(1)
 

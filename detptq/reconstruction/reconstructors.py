@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from mmengine.logging import print_log
 from torch import nn
@@ -27,8 +27,8 @@ from detptq.quantization.bops import default_forward
 from detptq.quantization.calibration_set import CalibrationSet
 from detptq.registry import RECONSTRUCTORS
 from detptq.utils.fingerprint import Fingerprint
-from detptq.utils.io import write_json_atomic
 from .block_reconstruction import reconstruct
+from .loss_history import save_loss_curves
 from .p_search import (PSearchConfig, apply_p_search, default_dense_fn, search_p,
                        unit_p_map)
 from .p_search_report import load_p_search, save_p_search
@@ -95,14 +95,6 @@ class BlockReconstructor:
         if work_dir and self.cfg.loss_curve_every:
             save_loss_curves(stats, os.path.join(work_dir, LOSS_CURVES_JSON))
         return stats
-
-
-def save_loss_curves(stats: Sequence[Dict[str, Any]], path: str) -> None:
-    """Write ``{'units': [{unit, position, p, curve: [[iteration, loss], ...]}, ...]}``."""
-    units = [dict(unit=st['unit'], position=st['position'], p=st.get('p'),
-                  curve=[list(pt) for pt in st['loss_curve']])
-             for st in stats if st.get('loss_curve')]
-    write_json_atomic(dict(units=units), path)
 
 
 @RECONSTRUCTORS.register_module()
