@@ -137,7 +137,7 @@ json.dump(dict(start=start, end=time.time(), threads=os.environ.get('OMP_NUM_THR
 
 
 def test_jobs_run_at_once_and_git_commit_commits_each_run(tmp_path):
-    """--jobs 2 overlaps two runs (cores/2 threads each); --git-commit commits each and the table."""
+    """--jobs 2 overlaps two runs (cores/2 threads each); --git-commit commits runs and table."""
     fake = tmp_path / 'python'
     fake.write_text(FAKE_QUANTIZE.format(python=sys.executable))
     fake.chmod(0o755)
@@ -173,7 +173,29 @@ def test_jobs_run_at_once_and_git_commit_commits_each_run(tmp_path):
     committed = subprocess.run(['git', 'ls-files'], cwd=results, capture_output=True,
                                text=True, check=True).stdout.split()
     assert 'runs/lr_yolov6n_demo_brecq_lr0.03_w4a4_s0_tune/result.json' in committed
-    assert {'lr_study.md', 'lr_study.csv', 'lr_study.png'} <= set(committed)
+    tables = {'lr_study.md', 'lr_study.csv', 'lr_study.png', 'lr_study_choice.md'}
+    assert tables <= set(committed)
+    assert 'No choice yet' in (results / 'lr_study_choice.md').read_text()  # brecq runs only
     status = subprocess.run(['git', 'status', '--porcelain'], cwd=results,
                             capture_output=True, text=True, check=True).stdout
     assert status.strip() == 'A  unrelated.txt'  # a user's staged file is left alone
+
+
+def test_lr_choice_takes_the_best_mean_over_every_method(board, tmp_path):
+    """Only an lr with a run of every method competes; the best mean of those is chosen."""
+    maps = {('adaround', 0.01): 0.5, ('brecq', 0.01): 0.5, ('qdrop', 0.01): 0.4,
+            ('detptq', 0.01): 0.4, ('adaround', 0.03): 0.6, ('brecq', 0.03): 0.3,
+            ('qdrop', 0.03): 0.5, ('detptq', 0.03): 0.5, ('brecq', 0.1): 0.9}
+    folders = []
+    for (method, lr), value in maps.items():
+        folder = tmp_path / f'{method}_{lr}'
+        folder.mkdir()
+        (folder / 'run_spec.json').write_text(json.dumps(
+            dict(cfg_options={'recon_cfg.lr_round': lr})))
+        (folder / 'result.json').write_text(json.dumps(
+            dict(method=method, quant_metrics=dict(mAP=value))))
+        folders.append(str(folder))
+    text = board.lr_choice(folders)
+    assert '| brecq | 0.500 | 0.300 | 0.900 |' in text
+    assert '| mean of all methods | 0.450 | 0.475 | - |' in text
+    assert 'lr_round = 0.03 (best mean mAP 0.475' in text  # 0.1 lacks three methods

@@ -76,6 +76,7 @@ ABLATION = {
 }
 ABLATION_BITS = ((4, 4), (4, 8))
 LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+LR_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq')
 STUDY_SPLIT = {'board': 'val', 'ablation': 'tune', 'lr': 'tune'}
 OUTPUTS = {'board': 'demo_board', 'ablation': 'detptq_study', 'lr': 'lr_study'}
 
@@ -165,7 +166,7 @@ def build_matrix(study: str, split: str, seeds: Optional[List[int]],
                     specs.append(_spec(study, variant, f'{BOARD_DIR}/detptq.py', bits, seed,
                                        split, {**opts, **extra}, variant=variant))
     elif study == 'lr':
-        for method in ('adaround', 'brecq', 'qdrop', 'detptq'):
+        for method in LR_METHODS:
             for lr in LR_VALUES:
                 for seed in seeds if seeds is not None else (0,):
                     label = f'{method}_lr{lr:g}'
@@ -253,7 +254,43 @@ def aggregate(study: str, split: str, folders: List[str], args) -> List[str]:
                     '--aggregate', '--md', out + '.md', '--csv', out + '.csv',
                     '--png', out + '.png'], check=True)
     print(f'[board] wrote {out}.md / .csv / .png from {len(folders)} runs')
-    return [out + ext for ext in ('.md', '.csv', '.png')]
+    tables = [out + ext for ext in ('.md', '.csv', '.png')]
+    if study == 'lr':
+        with open(out + '_choice.md', 'w') as f:
+            f.write(lr_choice(folders))
+        tables.append(out + '_choice.md')
+    return tables
+
+
+def lr_choice(folders: List[str]) -> str:
+    """Method x lr_round table of mean mAP and the lr with the best mean over all LR_METHODS."""
+    maps: Dict[Tuple[str, float], List[float]] = {}
+    for folder in folders:
+        opts = _read_json(osp.join(folder, 'run_spec.json'))['cfg_options']
+        result = _read_json(osp.join(folder, 'result.json'))
+        maps.setdefault((result['method'], float(opts['recon_cfg.lr_round'])), []).append(
+            result['quant_metrics']['mAP'])
+    mean = {key: sum(v) / len(v) for key, v in maps.items()}
+    lrs = sorted({lr for _, lr in mean})
+    rows = ['| method | ' + ' | '.join(f'{lr:g}' for lr in lrs) + ' |',
+            '|---|' + '---|' * len(lrs)]
+    for m in LR_METHODS:
+        rows.append(f'| {m} | ' + ' | '.join(f'{mean[m, lr]:.3f}' if (m, lr) in mean else '-'
+                                             for lr in lrs) + ' |')
+    complete = {lr: sum(mean[m, lr] for m in LR_METHODS) / len(LR_METHODS) for lr in lrs
+                if all((m, lr) in mean for m in LR_METHODS)}
+    rows.append('| mean of all methods | ' + ' | '.join(
+        f'{complete[lr]:.3f}' if lr in complete else '-' for lr in lrs) + ' |')
+    if complete:  # ties go to the smaller lr
+        best = max(sorted(complete), key=lambda lr: complete[lr])
+        verdict = (f'Chosen on this split: lr_round = {best:g} (best mean mAP '
+                   f'{complete[best]:.3f} over {", ".join(LR_METHODS)}; only lrs with a run '
+                   'of every method compete).')
+    else:
+        verdict = (f'No choice yet: no lr_round has a finished run of every method '
+                   f'({", ".join(LR_METHODS)}).')
+    return ('# lr_round study (W4A4, mean quant mAP per method and lr)\n\n'
+            + '\n'.join(rows) + '\n\n' + verdict + '\n')
 
 
 # --------------------------------------------------------------------- main
