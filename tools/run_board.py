@@ -124,9 +124,16 @@ RUNTIME_KEYS = ('env_cfg', 'launcher', 'default_hooks', 'log_level', 'log_proces
                 'visualizer', 'vis_backends', 'work_dir', 'resume')
 
 
+# configs/board/protocol.py's own variables (board_recon, board_num_calib_images) only feed
+# recon_cfg / num_calib_images, which are hashed; hashing them too would make e.g. the lr
+# chosen by the lr study invalidate the very runs (which set their own lr) that chose it.
+HELPER_PREFIX = 'board_'
+
+
 def hashed_content(cfg) -> Dict[str, Any]:
-    """The merged config as the fingerprint hashes it: everything but RUNTIME_KEYS."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS}
+    """The merged config as the fingerprint hashes it: all but RUNTIME_KEYS and board_* helpers."""
+    return {k: v for k, v in cfg.to_dict().items()
+            if k not in RUNTIME_KEYS and not k.startswith(HELPER_PREFIX)}
 
 
 def _spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int, split: str,
