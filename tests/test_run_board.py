@@ -201,3 +201,27 @@ def test_lr_choice_takes_the_best_mean_over_every_method(board, tmp_path):
     assert '| brecq | 0.500 | 0.300 | 0.900 |' in text
     assert '| mean of all methods | 0.450 | 0.475 | - |' in text
     assert 'lr_round = 0.03 (best mean mAP 0.475' in text  # 0.1 lacks three methods
+
+
+def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
+    """The ablation's plain DetPTQ equals the lr study's run at the chosen lr: reuse it."""
+    config = 'configs/board/detptq.py'
+    lr = board._load_config(config).recon_cfg.lr_round
+    ran = board._spec('lr', 'detptq_lr', config, (4, 4), 0, 'tune', {'recon_cfg.lr_round': lr})
+    same = board._spec('ablation', 'detptq', config, (4, 4), 0, 'tune', {})
+    other = board._spec('ablation', 'p2', config, (4, 4), 0, 'tune',
+                        {'recon_cfg.p_search.fixed_p': 2.0})
+    assert ran.fingerprint != same.fingerprint and ran.content == same.content != other.content
+    runs = tmp_path / 'runs'
+    (runs / ran.name).mkdir(parents=True)
+    (runs / ran.name / 'run_spec.json').write_text(json.dumps(board.asdict(ran)))
+    (runs / ran.name / 'result.json').write_text(json.dumps(dict(quant_metrics=dict(mAP=0.4))))
+    args = board.argparse.Namespace(dry_run=False, commit_results=True, git_commit=False,
+                                    git_add=False, max_runs=None, restart_changed=False)
+    done, todo = board.pending_runs([same, other], str(tmp_path / 'work'), str(runs), args)
+    assert done == [str(runs / same.name)] and [t[1].name for t in todo] == [other.name]
+    assert board.finished_in(str(runs / same.name), same)
+    stored = json.loads((runs / same.name / 'run_spec.json').read_text())
+    assert stored['reused_from'] == ran.name
+    assert (runs / same.name / 'result.json').read_text() == \
+        (runs / ran.name / 'result.json').read_text()

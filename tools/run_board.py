@@ -20,7 +20,10 @@ equals the current spec (config, its merged content, options, split); such
 runs are skipped. An unfinished run is restarted with the same command, and
 tools/quantize.py resumes it (cached FP metrics, finished reconstruction
 units). A folder made for a different spec is left alone and reported unless
-``--restart-changed`` moves it aside.
+``--restart-changed`` moves it aside. A run whose merged config equals a
+committed run of another study (the ablation's plain DetPTQ is the lr study's
+DetPTQ at the chosen lr) is not made again: that run's result is copied, with
+``reused_from`` in its run_spec.json.
 
 ``--commit-results`` copies each finished run's result.json, run_spec.json and
 reconstruction loss curves to results/runs/NAME/ (``--git-add`` stages them;
@@ -93,6 +96,7 @@ class RunSpec:
     variant: Optional[str] = None
     cfg_options: Dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ''
+    content: str = ''  # hash of the merged config alone: equal content, equal run
 
 
 # ------------------------------------------------------------------ the matrix
@@ -136,6 +140,20 @@ def hashed_content(cfg) -> Dict[str, Any]:
             if k not in RUNTIME_KEYS and not k.startswith(HELPER_PREFIX)}
 
 
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def run_hashes(config: str, opts: Dict[str, Any], split: str) -> Tuple[str, str]:
+    """(fingerprint, content hash) of ``config`` with ``opts`` on ``split``."""
+    cfg = _load_config(config)
+    cfg.merge_from_dict(opts)
+    content = _sha1(json.dumps(hashed_content(cfg), sort_keys=True, default=str))
+    key = json.dumps(dict(config=config, options=opts, split=split, content=content),
+                     sort_keys=True)
+    return _sha1(key), content
+
+
 def _spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int, split: str,
           extra: Dict[str, Any], variant: Optional[str] = None) -> RunSpec:
     """A RunSpec with the bits/seed/split options and its fingerprint."""
@@ -146,14 +164,10 @@ def _spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int,
         opts['recon_cfg.seed'] = seed
     opts.update(split_options(cfg, split))
     opts.update(extra)
-    cfg.merge_from_dict(opts)
     name = f'{study}_{MODEL}_{label}_w{bits[0]}a{bits[1]}_s{seed}_{split}'
-    content = json.dumps(hashed_content(cfg), sort_keys=True, default=str)
-    key = json.dumps(dict(config=config, options=opts, split=split,
-                          content=hashlib.sha1(content.encode()).hexdigest()), sort_keys=True)
+    fingerprint, content = run_hashes(config, opts, split)
     return RunSpec(name=name, study=study, config=config, split=split, seed=seed, bits=bits,
-                   variant=variant, cfg_options=opts,
-                   fingerprint=hashlib.sha1(key.encode()).hexdigest())
+                   variant=variant, cfg_options=opts, fingerprint=fingerprint, content=content)
 
 
 def build_matrix(study: str, split: str, seeds: Optional[List[int]],
@@ -236,6 +250,32 @@ def run_one(spec: RunSpec, work: str, args) -> bool:
             env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(args.threads)
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc.returncode == 0 and osp.isfile(osp.join(work, 'result.json'))
+
+
+def finished_twins(runs_dir: str) -> Dict[str, str]:
+    """Content hash -> committed folder, for every committed run still current."""
+    twins: Dict[str, str] = {}
+    for name in sorted(os.listdir(runs_dir)) if osp.isdir(runs_dir) else []:
+        folder = osp.join(runs_dir, name)
+        stored = _read_json(osp.join(folder, 'run_spec.json'))
+        if stored is None or not osp.isfile(osp.join(folder, 'result.json')) \
+                or not osp.isfile(osp.join(ROOT, stored.get('config', ''))):
+            continue
+        fingerprint, content = run_hashes(stored['config'], stored['cfg_options'],
+                                          stored['split'])
+        if fingerprint == stored.get('fingerprint'):
+            twins.setdefault(content, folder)
+    return twins
+
+
+def reuse_run(twin: str, dest: str, spec: RunSpec) -> None:
+    """Copy the finished run ``twin`` (same merged config) as ``spec``'s result."""
+    os.makedirs(dest, exist_ok=True)
+    for name in ('result.json', 'loss_curves.json'):
+        if osp.isfile(osp.join(twin, name)):
+            shutil.copyfile(osp.join(twin, name), osp.join(dest, name))
+    write_json_atomic(dict(asdict(spec), reused_from=osp.basename(twin)),
+                      osp.join(dest, 'run_spec.json'), indent=1)
 
 
 def finished_folders(specs: List[RunSpec], root: str, runs_dir: str) -> List[str]:
@@ -353,6 +393,7 @@ def pending_runs(specs: List[RunSpec], root: str, runs_dir: str,
                  args) -> Tuple[List[str], List[Tuple[str, RunSpec, str]]]:
     """Finished folders (committing finished work) and the (label, spec, state) still to run."""
     done, todo = [], []
+    twins = finished_twins(runs_dir)
     for i, spec in enumerate(specs, 1):
         work, committed = osp.join(root, spec.name), osp.join(runs_dir, spec.name)
         head = f'[board {i}/{len(specs)}] {spec.name}'
@@ -368,6 +409,20 @@ def pending_runs(specs: List[RunSpec], root: str, runs_dir: str,
             else:
                 done.append(work)
                 print(f'{head}: done')
+            continue
+        twin = twins.get(spec.content)
+        if twin is not None:  # another study already ran exactly this config
+            if args.dry_run or not args.commit_results:
+                print(f'{head}: same config as the finished {osp.basename(twin)}; '
+                      + ('would be reused' if args.dry_run else
+                         'reused with --commit-results'))
+                continue
+            reuse_run(twin, committed, spec)
+            if args.git_commit:
+                git_commit([committed], f'results: {spec.name}: reuses {osp.basename(twin)} '
+                                        '(same merged config)')
+            done.append(committed)
+            print(f'{head}: done, reuses {twin} (same merged config)')
             continue
         stored = _read_json(osp.join(work, 'run_spec.json'))
         if stored is not None and stored.get('fingerprint') != spec.fingerprint:
