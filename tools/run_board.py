@@ -228,9 +228,19 @@ def commit_run(work: str, committed: str, git_add: bool) -> None:
 def git_commit(paths: List[str], message: str) -> None:
     """Commit exactly ``paths`` (whatever else is staged stays staged); no-op if unchanged."""
     cwd = osp.dirname(osp.abspath(paths[0]))
-    subprocess.run(['git', 'add', '--', *paths], cwd=cwd, check=True)
-    if subprocess.run(['git', 'diff', '--cached', '--quiet', '--', *paths], cwd=cwd).returncode:
-        subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=cwd, check=True)
+    for attempt in range(5):  # another git process (the user's) may hold index.lock
+        try:
+            subprocess.run(['git', 'add', '--', *paths], cwd=cwd, check=True)
+            if subprocess.run(['git', 'diff', '--cached', '--quiet', '--', *paths],
+                              cwd=cwd).returncode:
+                subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=cwd,
+                               check=True)
+            return
+        except subprocess.CalledProcessError:
+            time.sleep(2 + 2 * attempt)
+    # the copy under results/runs is kept; losing one commit must not stop a long board
+    print(f'[board] WARNING: could not commit {", ".join(paths)}; commit them by hand',
+          flush=True)
 
 
 def run_one(spec: RunSpec, work: str, args) -> bool:
