@@ -16,4 +16,4 @@ demo: install
 	$(PY) tools/quantize.py configs/demo/yolov6n_demo_detptq_w4a8.py
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
