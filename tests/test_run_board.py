@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from detptq.analysis import board_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,7 +30,7 @@ def test_board_matrix_seeds_bits_and_one_schedule(board):
     assert {s.seed for s in w8} == {0} and {s.seed for s in specs if s.bits == (4, 4)} == {0, 1, 2}
     schedules = set()
     for s in specs:
-        cfg = board._load_config(s.config)
+        cfg = board_runs.load_config(s.config)
         cfg.merge_from_dict(s.cfg_options)
         assert cfg.num_calib_images == 128 and cfg.calib_seed == s.seed
         assert (cfg.quant_cfg.w_bits, cfg.quant_cfg.a_bits) == s.bits
@@ -39,7 +41,7 @@ def test_board_matrix_seeds_bits_and_one_schedule(board):
         else:
             assert s.name.split('_')[3] in ('minmax', 'mse', 'kl', 'cfws')
     assert len(schedules) == 1  # one schedule and learning rate for every method
-    assert board._load_config('configs/board/detptq_cfws.py').quant_cfg.cfws == 'reparam'
+    assert board_runs.load_config('configs/board/detptq_cfws.py').quant_cfg.cfws == 'reparam'
     # seed 0 and seed 1 of a method are different specs; the same spec hashes the same
     again = board.build_matrix('board', 'val', None, {})
     assert [s.fingerprint for s in again] == [s.fingerprint for s in specs]
@@ -48,7 +50,7 @@ def test_board_matrix_seeds_bits_and_one_schedule(board):
 
 def test_tune_split_and_ablation_variants_change_one_option_each(board):
     specs = board.build_matrix('ablation', 'tune', None, {})
-    assert len(specs) == 2 * len(board.ABLATION)
+    assert len(specs) == 2 * len(board_runs.ABLATION)
     for s in specs:
         assert s.cfg_options['test_dataloader.dataset.ann_file'] == \
             'annotations/instances_tune.json'
@@ -103,20 +105,20 @@ def test_fingerprint_is_pinned_and_ignores_runtime_keys(board):
     specs = {s.name: s for s in board.build_matrix('lr', 'tune', None, {})}
     spec = specs['lr_yolov6n_demo_adaround_lr0.001_w4a4_s0_tune']
     assert spec.fingerprint == PINNED_FINGERPRINT
-    cfg = board._load_config('configs/board/adaround.py')
-    content = board.hashed_content(cfg)
+    cfg = board_runs.load_config('configs/board/adaround.py')
+    content = board_runs.hashed_content(cfg)
     assert 'env_cfg' not in content and 'default_hooks' not in content
     assert content['test_cfg'] == dict(type='PTQLoop') and 'quant_cfg' in content
     # a runtime key does not change the fingerprint; a result-deciding one does
-    base = board._spec('lr', 'x', 'configs/board/adaround.py', (4, 4), 0, 'tune', {})
+    base = board_runs.make_spec('lr', 'x', 'configs/board/adaround.py', (4, 4), 0, 'tune', {})
     cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo', 'log_level': 'DEBUG'})
-    assert board.hashed_content(cfg) == content
+    assert board_runs.hashed_content(cfg) == content
     cfg.merge_from_dict({'board_recon.lr_round': 0.5})  # a protocol helper, not what runs
-    assert board.hashed_content(cfg) == content
+    assert board_runs.hashed_content(cfg) == content
     cfg.merge_from_dict({'recon_cfg.iters': 7})
-    assert board.hashed_content(cfg) != content
-    assert base.fingerprint == board._spec('lr', 'x', 'configs/board/adaround.py', (4, 4), 0,
-                                           'tune', {}).fingerprint
+    assert board_runs.hashed_content(cfg) != content
+    assert base.fingerprint == board_runs.make_spec('lr', 'x', 'configs/board/adaround.py',
+                                                    (4, 4), 0, 'tune', {}).fingerprint
 
 
 PINNED_FINGERPRINT = '901d36afaade10a9a3e7b4e35e39c24f7c2bcd18'
@@ -206,15 +208,16 @@ def test_lr_choice_takes_the_best_mean_over_every_method(board, tmp_path):
 def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
     """The ablation's plain DetPTQ equals the lr study's run at the chosen lr: reuse it."""
     config = 'configs/board/detptq.py'
-    lr = board._load_config(config).recon_cfg.lr_round
-    ran = board._spec('lr', 'detptq_lr', config, (4, 4), 0, 'tune', {'recon_cfg.lr_round': lr})
-    same = board._spec('ablation', 'detptq', config, (4, 4), 0, 'tune', {})
-    other = board._spec('ablation', 'p2', config, (4, 4), 0, 'tune',
+    lr = board_runs.load_config(config).recon_cfg.lr_round
+    ran = board_runs.make_spec('lr', 'detptq_lr', config, (4, 4), 0, 'tune',
+                               {'recon_cfg.lr_round': lr})
+    same = board_runs.make_spec('ablation', 'detptq', config, (4, 4), 0, 'tune', {})
+    other = board_runs.make_spec('ablation', 'p2', config, (4, 4), 0, 'tune',
                         {'recon_cfg.p_search.fixed_p': 2.0})
     assert ran.fingerprint != same.fingerprint and ran.content == same.content != other.content
     runs = tmp_path / 'runs'
     (runs / ran.name).mkdir(parents=True)
-    (runs / ran.name / 'run_spec.json').write_text(json.dumps(board.asdict(ran)))
+    (runs / ran.name / 'run_spec.json').write_text(json.dumps(board_runs.asdict(ran)))
     (runs / ran.name / 'result.json').write_text(json.dumps(dict(quant_metrics=dict(mAP=0.4))))
     args = board.argparse.Namespace(dry_run=False, commit_results=True, git_commit=False,
                                     git_add=False, max_runs=None, restart_changed=False)

@@ -35,214 +35,26 @@ tools/leaderboard.py (e.g. results/demo_board.{md,csv,png}).
 from __future__ import annotations
 
 import argparse
-import copy
-import functools
-import hashlib
-import json
 import os
 import os.path as osp
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import asdict
+from typing import List, Optional, Tuple
 
+from detptq.analysis.board_runs import (OUTPUTS, RESULTS, ROOT, STUDY_SPLIT, RunSpec,
+                                        build_matrix, commit_run, finished_folders,
+                                        finished_in, finished_twins, git_commit, lr_choice,
+                                        read_json, reuse_run)
 from detptq.reconstruction.loss_history import plot_loss_curves
 from detptq.utils.io import write_json_atomic
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-BOARD_DIR = 'configs/board'
-RESULTS = 'results'
-MODEL = 'yolov6n_demo'
-BOARD_METHODS = ('minmax', 'mse', 'kl_improved', 'kl_cfws', 'adaround', 'brecq', 'qdrop',
-                 'detptq', 'detptq_cfws')
-RECON_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq', 'detptq_cfws')
-SEEDS = (0, 1, 2)
-BITS_SEEDS = (((4, 8), SEEDS), ((4, 4), SEEDS), ((8, 8), (0,)))
-# DetPTQ ablation (docs/detptq_study.md): one option each, on configs/board/detptq.py
-ABLATION = {
-    'detptq': {},
-    'fixed_p2': {'recon_cfg.p_search.fixed_p': 2.0},
-    'fixed_p2.4': {'recon_cfg.p_search.fixed_p': 2.4},
-    'cumulative': {'recon_cfg.p_search.context': 'cumulative'},
-    'p_scale_only': {'recon_cfg.p_use': 'scale'},
-    'p_loss_only': {'recon_cfg.p_use': 'loss'},
-    'brecq_base': {'recon_cfg.mode': 'brecq'},
-    'p_rule_mean': {'recon_cfg.p_rule': 'mean'},
-    'psearch_32img': {'recon_cfg.p_search_images': 32},
-    'odol_cls2': {'recon_cfg.p_search.cls_weight': 2.0},
-    'odol_box2': {'recon_cfg.p_search.box_weight': 2.0},
-}
-ABLATION_BITS = ((4, 4), (4, 8))
-LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-LR_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq')
-STUDY_SPLIT = {'board': 'val', 'ablation': 'tune', 'lr': 'tune'}
-OUTPUTS = {'board': 'demo_board', 'ablation': 'detptq_study', 'lr': 'lr_study'}
 
-
-@dataclass
-class RunSpec:
-    """One run of a study: a config plus --cfg-options, on one split."""
-    name: str
-    study: str
-    config: str
-    split: str
-    seed: int
-    bits: Tuple[int, int]
-    variant: Optional[str] = None
-    cfg_options: Dict[str, Any] = field(default_factory=dict)
-    fingerprint: str = ''
-    content: str = ''  # hash of the merged config alone: equal content, equal run
-
-
-# ------------------------------------------------------------------ the matrix
-@functools.lru_cache(maxsize=None)
-def _read_config(path: str):
-    from mmengine.config import Config
-    return Config.fromfile(osp.join(ROOT, path), import_custom_modules=False)
-
-
-def _load_config(path: str):
-    """A fresh copy of a config file relative to the repository (each file parsed once)."""
-    return copy.deepcopy(_read_config(path))
-
-
-def split_options(cfg, split: str) -> Dict[str, Any]:
-    """--cfg-options that evaluate on ``split`` ('val' is the configs' own test set)."""
-    if split == 'val':
-        return {}
-    root = cfg.get('data_root', '')
-    return {'test_dataloader.dataset.ann_file': f'annotations/instances_{split}.json',
-            'test_dataloader.dataset.data_prefix.img': f'images/{split}/',
-            'test_evaluator.ann_file': f'{root}annotations/instances_{split}.json'}
-
-
-# Keys of the merged config that never change a run's result (how the process is started,
-# logged and visualised). They are left out of the fingerprint, so e.g. the distributed
-# backend in default_runtime.py does not turn every committed run into an unfinished one.
-RUNTIME_KEYS = ('env_cfg', 'launcher', 'default_hooks', 'log_level', 'log_processor',
-                'visualizer', 'vis_backends', 'work_dir', 'resume')
-
-
-# configs/board/protocol.py's own variables (board_recon, board_num_calib_images) only feed
-# recon_cfg / num_calib_images, which are hashed; hashing them too would make e.g. the lr
-# chosen by the lr study invalidate the very runs (which set their own lr) that chose it.
-HELPER_PREFIX = 'board_'
-
-
-def hashed_content(cfg) -> Dict[str, Any]:
-    """The merged config as the fingerprint hashes it: all but RUNTIME_KEYS and board_* helpers."""
-    return {k: v for k, v in cfg.to_dict().items()
-            if k not in RUNTIME_KEYS and not k.startswith(HELPER_PREFIX)}
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-def run_hashes(config: str, opts: Dict[str, Any], split: str) -> Tuple[str, str]:
-    """(fingerprint, content hash) of ``config`` with ``opts`` on ``split``."""
-    cfg = _load_config(config)
-    cfg.merge_from_dict(opts)
-    content = _sha1(json.dumps(hashed_content(cfg), sort_keys=True, default=str))
-    key = json.dumps(dict(config=config, options=opts, split=split, content=content),
-                     sort_keys=True)
-    return _sha1(key), content
-
-
-def _spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int, split: str,
-          extra: Dict[str, Any], variant: Optional[str] = None) -> RunSpec:
-    """A RunSpec with the bits/seed/split options and its fingerprint."""
-    cfg = _load_config(config)
-    opts = {'quant_cfg.w_bits': bits[0], 'quant_cfg.a_bits': bits[1], 'calib_seed': seed,
-            'randomness.seed': seed}
-    if cfg.get('recon_cfg'):
-        opts['recon_cfg.seed'] = seed
-    opts.update(split_options(cfg, split))
-    opts.update(extra)
-    name = f'{study}_{MODEL}_{label}_w{bits[0]}a{bits[1]}_s{seed}_{split}'
-    fingerprint, content = run_hashes(config, opts, split)
-    return RunSpec(name=name, study=study, config=config, split=split, seed=seed, bits=bits,
-                   variant=variant, cfg_options=opts, fingerprint=fingerprint, content=content)
-
-
-def build_matrix(study: str, split: str, seeds: Optional[List[int]],
-                 extra: Dict[str, Any]) -> List[RunSpec]:
-    """Every run of a study, in the order they are run."""
-    specs = []
-    if study == 'board':
-        for bits, default_seeds in BITS_SEEDS:
-            for method in BOARD_METHODS:
-                for seed in seeds if seeds is not None else default_seeds:
-                    specs.append(_spec(study, method, f'{BOARD_DIR}/{method}.py', bits, seed,
-                                       split, extra))
-    elif study == 'ablation':
-        for bits in ABLATION_BITS:
-            for variant, opts in ABLATION.items():
-                for seed in seeds if seeds is not None else (0,):
-                    specs.append(_spec(study, variant, f'{BOARD_DIR}/detptq.py', bits, seed,
-                                       split, {**opts, **extra}, variant=variant))
-    elif study == 'lr':
-        for method in LR_METHODS:
-            for lr in LR_VALUES:
-                for seed in seeds if seeds is not None else (0,):
-                    label = f'{method}_lr{lr:g}'
-                    specs.append(_spec(study, label, f'{BOARD_DIR}/{method}.py', (4, 4), seed,
-                                       split, {'recon_cfg.lr_round': lr, **extra},
-                                       variant=label))
-    else:
-        raise SystemExit(f'run_board: --study {study!r} is not one of {sorted(STUDY_SPLIT)}')
-    return specs
-
-
-# --------------------------------------------------------------- run states
-def _read_json(path: str) -> Optional[dict]:
-    if not osp.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def finished_in(folder: str, spec: RunSpec) -> bool:
-    """True when ``folder`` holds this spec's result.json."""
-    stored = _read_json(osp.join(folder, 'run_spec.json'))
-    return (stored is not None and stored.get('fingerprint') == spec.fingerprint
-            and osp.isfile(osp.join(folder, 'result.json')))
-
-
-def commit_run(work: str, committed: str, git_add: bool) -> None:
-    """Copy a finished run's small files to results/runs/NAME (and git add them)."""
-    os.makedirs(committed, exist_ok=True)
-    for src, dst in (('result.json', 'result.json'), ('run_spec.json', 'run_spec.json'),
-                     ('recon/loss_curves.json', 'loss_curves.json')):
-        if osp.isfile(osp.join(work, src)):
-            shutil.copyfile(osp.join(work, src), osp.join(committed, dst))
-    if git_add:
-        subprocess.run(['git', 'add', committed], cwd=ROOT, check=True)
-
-
-def git_commit(paths: List[str], message: str) -> None:
-    """Commit exactly ``paths`` (whatever else is staged stays staged); no-op if unchanged."""
-    cwd = osp.dirname(osp.abspath(paths[0]))
-    for attempt in range(5):  # another git process (the user's) may hold index.lock
-        try:
-            subprocess.run(['git', 'add', '--', *paths], cwd=cwd, check=True)
-            if subprocess.run(['git', 'diff', '--cached', '--quiet', '--', *paths],
-                              cwd=cwd).returncode:
-                subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=cwd,
-                               check=True)
-            return
-        except subprocess.CalledProcessError:
-            time.sleep(2 + 2 * attempt)
-    # the copy under results/runs is kept; losing one commit must not stop a long board
-    print(f'[board] WARNING: could not commit {", ".join(paths)}; commit them by hand',
-          flush=True)
-
-
+# --------------------------------------------------------------- making runs
 def run_one(spec: RunSpec, work: str, args) -> bool:
     """tools/quantize.py for one spec (resuming whatever the folder holds); True on success."""
     os.makedirs(work, exist_ok=True)
@@ -260,43 +72,6 @@ def run_one(spec: RunSpec, work: str, args) -> bool:
             env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(args.threads)
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc.returncode == 0 and osp.isfile(osp.join(work, 'result.json'))
-
-
-def finished_twins(runs_dir: str) -> Dict[str, str]:
-    """Content hash -> committed folder, for every committed run still current."""
-    twins: Dict[str, str] = {}
-    for name in sorted(os.listdir(runs_dir)) if osp.isdir(runs_dir) else []:
-        folder = osp.join(runs_dir, name)
-        stored = _read_json(osp.join(folder, 'run_spec.json'))
-        if stored is None or not osp.isfile(osp.join(folder, 'result.json')) \
-                or not osp.isfile(osp.join(ROOT, stored.get('config', ''))):
-            continue
-        fingerprint, content = run_hashes(stored['config'], stored['cfg_options'],
-                                          stored['split'])
-        if fingerprint == stored.get('fingerprint'):
-            twins.setdefault(content, folder)
-    return twins
-
-
-def reuse_run(twin: str, dest: str, spec: RunSpec) -> None:
-    """Copy the finished run ``twin`` (same merged config) as ``spec``'s result."""
-    os.makedirs(dest, exist_ok=True)
-    for name in ('result.json', 'loss_curves.json'):
-        if osp.isfile(osp.join(twin, name)):
-            shutil.copyfile(osp.join(twin, name), osp.join(dest, name))
-    write_json_atomic(dict(asdict(spec), reused_from=osp.basename(twin)),
-                      osp.join(dest, 'run_spec.json'), indent=1)
-
-
-def finished_folders(specs: List[RunSpec], root: str, runs_dir: str) -> List[str]:
-    """For each finished spec, its committed folder (else its work folder)."""
-    folders = []
-    for spec in specs:
-        for folder in (osp.join(runs_dir, spec.name), osp.join(root, spec.name)):
-            if finished_in(folder, spec):
-                folders.append(folder)
-                break
-    return folders
 
 
 def aggregate(study: str, split: str, folders: List[str], args) -> List[str]:
@@ -317,37 +92,6 @@ def aggregate(study: str, split: str, folders: List[str], args) -> List[str]:
             f.write(lr_choice(folders))
         tables.append(out + '_choice.md')
     return tables
-
-
-def lr_choice(folders: List[str]) -> str:
-    """Method x lr_round table of mean mAP and the lr with the best mean over all LR_METHODS."""
-    maps: Dict[Tuple[str, float], List[float]] = {}
-    for folder in folders:
-        opts = _read_json(osp.join(folder, 'run_spec.json'))['cfg_options']
-        result = _read_json(osp.join(folder, 'result.json'))
-        maps.setdefault((result['method'], float(opts['recon_cfg.lr_round'])), []).append(
-            result['quant_metrics']['mAP'])
-    mean = {key: sum(v) / len(v) for key, v in maps.items()}
-    lrs = sorted({lr for _, lr in mean})
-    rows = ['| method | ' + ' | '.join(f'{lr:g}' for lr in lrs) + ' |',
-            '|---|' + '---|' * len(lrs)]
-    for m in LR_METHODS:
-        rows.append(f'| {m} | ' + ' | '.join(f'{mean[m, lr]:.3f}' if (m, lr) in mean else '-'
-                                             for lr in lrs) + ' |')
-    complete = {lr: sum(mean[m, lr] for m in LR_METHODS) / len(LR_METHODS) for lr in lrs
-                if all((m, lr) in mean for m in LR_METHODS)}
-    rows.append('| mean of all methods | ' + ' | '.join(
-        f'{complete[lr]:.3f}' if lr in complete else '-' for lr in lrs) + ' |')
-    if complete:  # ties go to the smaller lr
-        best = max(sorted(complete), key=lambda lr: complete[lr])
-        verdict = (f'Chosen on this split: lr_round = {best:g} (best mean mAP '
-                   f'{complete[best]:.3f} over {", ".join(LR_METHODS)}; only lrs with a run '
-                   'of every method compete).')
-    else:
-        verdict = (f'No choice yet: no lr_round has a finished run of every method '
-                   f'({", ".join(LR_METHODS)}).')
-    return ('# lr_round study (W4A4, mean quant mAP per method and lr)\n\n'
-            + '\n'.join(rows) + '\n\n' + verdict + '\n')
 
 
 # --------------------------------------------------------------------- main
@@ -434,7 +178,7 @@ def pending_runs(specs: List[RunSpec], root: str, runs_dir: str,
             done.append(committed)
             print(f'{head}: done, reuses {twin} (same merged config)')
             continue
-        stored = _read_json(osp.join(work, 'run_spec.json'))
+        stored = read_json(osp.join(work, 'run_spec.json'))
         if stored is not None and stored.get('fingerprint') != spec.fingerprint:
             if not args.restart_changed:
                 print(f'{head}: {work} was made for another spec; skipped '
@@ -476,7 +220,7 @@ def make_runs(todo: List[Tuple[str, RunSpec, str]], root: str, runs_dir: str,
                 print(f'{head}: FAILED, see {work}/run.log', flush=True)
                 return
             durations.append(time.time() - start)
-            result = _read_json(osp.join(work, 'result.json'))
+            result = read_json(osp.join(work, 'result.json'))
             summary = (f"mAP {result['quant_metrics'].get('mAP', float('nan')):.3f} in "
                        f'{durations[-1] / 60:.1f} min')
             print(f'{head}: {summary}', flush=True)
