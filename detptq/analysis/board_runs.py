@@ -46,6 +46,14 @@ ABLATION = {
     'odol_cls2': {'recon_cfg.p_search.cls_weight': 2.0},
     'odol_box2': {'recon_cfg.p_search.box_weight': 2.0},
 }
+# Round 2: the QDrop base cost DetPTQ 0.12 mAP at W4A4 (docs/detptq_study.md), so the
+# p-search choices are measured again on the BRECQ base
+BRECQ_BASE = {'recon_cfg.mode': 'brecq'}
+ABLATION.update({
+    'brecq_base_p_scale_only': {**BRECQ_BASE, 'recon_cfg.p_use': 'scale'},
+    'brecq_base_p_loss_only': {**BRECQ_BASE, 'recon_cfg.p_use': 'loss'},
+    'brecq_base_cumulative': {**BRECQ_BASE, 'recon_cfg.p_search.context': 'cumulative'},
+})
 ABLATION_BITS = ((4, 4), (4, 8))
 LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 LR_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq')
