@@ -50,6 +50,7 @@ ABLATION = {
 # p-search choices are measured again on the BRECQ base
 BRECQ_BASE = {'recon_cfg.mode': 'brecq'}
 ABLATION.update({
+    'brecq_base_fixed_p2': {**BRECQ_BASE, 'recon_cfg.p_search.fixed_p': 2.0},
     'brecq_base_p_scale_only': {**BRECQ_BASE, 'recon_cfg.p_use': 'scale'},
     'brecq_base_p_loss_only': {**BRECQ_BASE, 'recon_cfg.p_use': 'loss'},
     'brecq_base_cumulative': {**BRECQ_BASE, 'recon_cfg.p_search.context': 'cumulative'},
