@@ -230,3 +230,24 @@ def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
     assert stored['reused_from'] == ran.name
     assert (runs / same.name / 'result.json').read_text() == \
         (runs / ran.name / 'result.json').read_text()
+
+
+def test_ablation_choice_takes_the_best_odol_variant_and_reports_a_better_control(tmp_path):
+    """Only variants with both bit widths compete; a fixed-p control is reported, not chosen."""
+    maps = {('detptq', 4): [0.40, 0.44], ('detptq', 8): [0.60], ('brecq_base', 4): [0.50],
+            ('brecq_base', 8): [0.64], ('cumulative', 4): [0.90], ('fixed_p2', 4): [0.55],
+            ('fixed_p2', 8): [0.65]}
+    folders = []
+    for (variant, a_bits), values in maps.items():
+        for seed, value in enumerate(values):
+            folder = tmp_path / f'{variant}_{a_bits}_{seed}'
+            folder.mkdir()
+            (folder / 'run_spec.json').write_text(json.dumps(dict(variant=variant)))
+            (folder / 'result.json').write_text(json.dumps(
+                dict(w_bits=4, a_bits=a_bits, quant_metrics=dict(mAP=value))))
+            folders.append(str(folder))
+    text = board_runs.ablation_choice(folders)
+    assert '| detptq | 0.420 | 0.600 | 0.510 |' in text  # mean of two seeds at W4A4
+    assert '| cumulative | 0.900 | - | - |' in text  # W4A8 missing: does not compete
+    assert 'Default on this split: `brecq_base` (best mean mAP 0.570' in text
+    assert 'The control `fixed_p2` without the ODOL p search scores higher (0.600)' in text

@@ -47,9 +47,9 @@ from dataclasses import asdict
 from typing import List, Optional, Tuple
 
 from detptq.analysis.board_runs import (OUTPUTS, RESULTS, ROOT, STUDY_SPLIT, RunSpec,
-                                        build_matrix, commit_run, finished_folders,
-                                        finished_in, finished_twins, git_commit, lr_choice,
-                                        read_json, reuse_run)
+                                        ablation_choice, build_matrix, commit_run,
+                                        finished_folders, finished_in, finished_twins,
+                                        git_commit, lr_choice, read_json, reuse_run)
 from detptq.reconstruction.loss_history import plot_loss_curves
 from detptq.utils.io import write_json_atomic
 
@@ -87,9 +87,10 @@ def aggregate(study: str, split: str, folders: List[str], args) -> List[str]:
                     '--png', out + '.png'], check=True)
     print(f'[board] wrote {out}.md / .csv / .png from {len(folders)} runs')
     tables = [out + ext for ext in ('.md', '.csv', '.png')]
-    if study == 'lr':
+    choice = {'lr': lr_choice, 'ablation': ablation_choice}.get(study)
+    if choice is not None:  # the table a study's choice is read from, and the choice
         with open(out + '_choice.md', 'w') as f:
-            f.write(lr_choice(folders))
+            f.write(choice(folders))
         tables.append(out + '_choice.md')
     return tables
 

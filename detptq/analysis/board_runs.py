@@ -56,6 +56,8 @@ ABLATION.update({
     'brecq_base_cumulative': {**BRECQ_BASE, 'recon_cfg.p_search.context': 'cumulative'},
 })
 ABLATION_BITS = ((4, 4), (4, 8))
+# controls without the ODOL p search: they can show it does not help, not become DetPTQ's default
+ABLATION_CONTROLS = ('fixed_p2', 'fixed_p2.4', 'brecq_base_fixed_p2')
 LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 LR_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq')
 STUDY_SPLIT = {'board': 'val', 'ablation': 'tune', 'lr': 'tune'}
@@ -258,25 +260,32 @@ def finished_folders(specs: List[RunSpec], root: str, runs_dir: str) -> List[str
     return folders
 
 
+def _mean_maps(folders: List[str], key) -> Dict[Any, float]:
+    """Mean quant mAP of the finished runs in ``folders``, grouped by ``key(run_spec, result)``."""
+    maps: Dict[Any, List[float]] = {}
+    for folder in folders:
+        spec = read_json(osp.join(folder, 'run_spec.json'))
+        result = read_json(osp.join(folder, 'result.json'))
+        maps.setdefault(key(spec, result), []).append(result['quant_metrics']['mAP'])
+    return {k: sum(v) / len(v) for k, v in maps.items()}
+
+
+def _cell(mean: Dict[Any, float], key: Any) -> str:
+    return f'{mean[key]:.3f}' if key in mean else '-'
+
+
 def lr_choice(folders: List[str]) -> str:
     """Method x lr_round table of mean mAP and the lr with the best mean over all LR_METHODS."""
-    maps: Dict[Tuple[str, float], List[float]] = {}
-    for folder in folders:
-        opts = read_json(osp.join(folder, 'run_spec.json'))['cfg_options']
-        result = read_json(osp.join(folder, 'result.json'))
-        maps.setdefault((result['method'], float(opts['recon_cfg.lr_round'])), []).append(
-            result['quant_metrics']['mAP'])
-    mean = {key: sum(v) / len(v) for key, v in maps.items()}
+    mean = _mean_maps(folders, lambda spec, result: (
+        result['method'], float(spec['cfg_options']['recon_cfg.lr_round'])))
     lrs = sorted({lr for _, lr in mean})
     rows = ['| method | ' + ' | '.join(f'{lr:g}' for lr in lrs) + ' |',
             '|---|' + '---|' * len(lrs)]
     for m in LR_METHODS:
-        rows.append(f'| {m} | ' + ' | '.join(f'{mean[m, lr]:.3f}' if (m, lr) in mean else '-'
-                                             for lr in lrs) + ' |')
+        rows.append(f'| {m} | ' + ' | '.join(_cell(mean, (m, lr)) for lr in lrs) + ' |')
     complete = {lr: sum(mean[m, lr] for m in LR_METHODS) / len(LR_METHODS) for lr in lrs
                 if all((m, lr) in mean for m in LR_METHODS)}
-    rows.append('| mean of all methods | ' + ' | '.join(
-        f'{complete[lr]:.3f}' if lr in complete else '-' for lr in lrs) + ' |')
+    rows.append('| mean of all methods | ' + ' | '.join(_cell(complete, lr) for lr in lrs) + ' |')
     if complete:  # ties go to the smaller lr
         best = max(sorted(complete), key=lambda lr: complete[lr])
         verdict = (f'Chosen on this split: lr_round = {best:g} (best mean mAP '
@@ -286,4 +295,33 @@ def lr_choice(folders: List[str]) -> str:
         verdict = (f'No choice yet: no lr_round has a finished run of every method '
                    f'({", ".join(LR_METHODS)}).')
     return ('# lr_round study (W4A4, mean quant mAP per method and lr)\n\n'
+            + '\n'.join(rows) + '\n\n' + verdict + '\n')
+
+
+def ablation_choice(folders: List[str]) -> str:
+    """Variant x bits table of mean mAP and the variant with the best mean over ABLATION_BITS."""
+    mean = _mean_maps(folders, lambda spec, result: (
+        spec['variant'], (result['w_bits'], result['a_bits'])))
+    complete = {v: sum(mean[v, b] for b in ABLATION_BITS) / len(ABLATION_BITS)
+                for v in ABLATION if all((v, b) in mean for b in ABLATION_BITS)}
+    rows = ['| variant | ' + ' | '.join(f'W{w}A{a}' for w, a in ABLATION_BITS) + ' | mean |',
+            '|---|' + '---|' * (len(ABLATION_BITS) + 1)]
+    for v in ABLATION:
+        rows.append(f'| {v} | ' + ' | '.join(_cell(mean, (v, b)) for b in ABLATION_BITS)
+                    + f' | {_cell(complete, v)} |')
+    bits = ' and '.join(f'W{w}A{a}' for w, a in ABLATION_BITS)
+    methods = {v: m for v, m in complete.items() if v not in ABLATION_CONTROLS}
+    controls = {v: m for v, m in complete.items() if v in ABLATION_CONTROLS}
+    if methods:  # ties go to the variant listed first (the plain method comes first)
+        best = max(methods, key=lambda v: methods[v])
+        verdict = (f'Default on this split: `{best}` (best mean mAP {methods[best]:.3f} over '
+                   f'{bits} among the ODOL variants with a run at both; options: '
+                   f'{ABLATION[best]}).')
+        if controls and max(controls.values()) > methods[best]:
+            control = max(controls, key=lambda v: controls[v])
+            verdict += (f' The control `{control}` without the ODOL p search scores higher '
+                        f'({controls[control]:.3f}).')
+    else:
+        verdict = f'No choice yet: no ODOL variant has finished runs at {bits}.'
+    return ('# DetPTQ ablation (mean quant mAP per variant and bit width)\n\n'
             + '\n'.join(rows) + '\n\n' + verdict + '\n')
