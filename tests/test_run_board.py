@@ -121,9 +121,14 @@ def test_fingerprint_is_pinned_and_ignores_runtime_keys(board):
     assert board_runs.hashed_content(cfg) != content
     assert base.fingerprint == board_runs.make_spec('lr', 'x', 'configs/board/adaround.py',
                                                     (4, 4), 0, 'tune', {}).fingerprint
+    # the config's own value given again as an option is the same run
+    lr = board_runs.load_config('configs/board/adaround.py').recon_cfg.lr_round
+    assert base.fingerprint == board_runs.make_spec('lr', 'y', 'configs/board/adaround.py',
+                                                    (4, 4), 0, 'tune',
+                                                    {'recon_cfg.lr_round': lr}).fingerprint
 
 
-PINNED_FINGERPRINT = '901d36afaade10a9a3e7b4e35e39c24f7c2bcd18'
+PINNED_FINGERPRINT = '554a344366c2e9bf9d074c6dcf6e6b302805f6d0'
 
 
 FAKE_QUANTIZE = '''#!{python}
@@ -216,7 +221,7 @@ def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
     same = board_runs.make_spec('ablation', 'detptq', config, (4, 4), 0, 'tune', {})
     other = board_runs.make_spec('ablation', 'p2', config, (4, 4), 0, 'tune',
                         {'recon_cfg.p_search.fixed_p': 2.0})
-    assert ran.fingerprint != same.fingerprint and ran.content == same.content != other.content
+    assert ran.fingerprint == same.fingerprint and ran.content == same.content != other.content
     runs = tmp_path / 'runs'
     (runs / ran.name).mkdir(parents=True)
     (runs / ran.name / 'run_spec.json').write_text(json.dumps(board_runs.asdict(ran)))

@@ -129,13 +129,13 @@ def run_hashes(config: str, opts: Dict[str, Any], split: str) -> Tuple[str, str]
     cfg = load_config(config)
     cfg.merge_from_dict(opts)
     content = _sha1(json.dumps(hashed_content(cfg), sort_keys=True, default=str))
-    key = json.dumps(dict(config=config, options=opts, split=split, content=content),
-                     sort_keys=True)
-    return _sha1(key), content
+    # what runs, not how it is spelled: re-expressing a run (e.g. an option that moves into
+    # the config as a new default) keeps it finished
+    return _sha1(json.dumps(dict(split=split, content=content), sort_keys=True)), content
 
 
-def make_spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int, split: str,
-          extra: Dict[str, Any], variant: Optional[str] = None) -> RunSpec:
+def make_spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int,
+              split: str, extra: Dict[str, Any], variant: Optional[str] = None) -> RunSpec:
     """A RunSpec with the bits/seed/split options and its fingerprint."""
     cfg = load_config(config)
     opts = {'quant_cfg.w_bits': bits[0], 'quant_cfg.a_bits': bits[1], 'calib_seed': seed,
