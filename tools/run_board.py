@@ -16,7 +16,7 @@ one after another, or ``--jobs N`` at a time (each with cores / N threads: on
 small models several one-thread runs use the cores better than one run with
 many threads). A run is *finished* when its folder (or its committed copy
 in results/runs/NAME) holds result.json and a run_spec.json whose fingerprint
-equals the current spec (config, its merged content, options, split); such
+equals the current spec's (the split and the merged config content); such
 runs are skipped. An unfinished run is restarted with the same command, and
 tools/quantize.py resumes it (cached FP metrics, finished reconstruction
 units). A folder made for a different spec is left alone and reported unless
@@ -165,7 +165,7 @@ def pending_runs(specs: List[RunSpec], root: str, runs_dir: str,
                 done.append(work)
                 print(f'{head}: done')
             continue
-        twin = twins.get(spec.content)
+        twin = twins.get(spec.fingerprint)
         if twin is not None:  # another study already ran exactly this config
             if args.dry_run or not args.commit_results:
                 print(f'{head}: same config as the finished {osp.basename(twin)}; '

@@ -76,7 +76,6 @@ class RunSpec:
     variant: Optional[str] = None
     cfg_options: Dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ''
-    content: str = ''  # hash of the merged config alone: equal content, equal run
 
 
 # ------------------------------------------------------------------ the matrix
@@ -124,14 +123,13 @@ def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def run_hashes(config: str, opts: Dict[str, Any], split: str) -> Tuple[str, str]:
-    """(fingerprint, content hash) of ``config`` with ``opts`` on ``split``."""
+def run_fingerprint(config: str, opts: Dict[str, Any], split: str) -> str:
+    """What runs: the split and the merged content of ``config`` with ``opts``."""
     cfg = load_config(config)
     cfg.merge_from_dict(opts)
     content = _sha1(json.dumps(hashed_content(cfg), sort_keys=True, default=str))
-    # what runs, not how it is spelled: re-expressing a run (e.g. an option that moves into
-    # the config as a new default) keeps it finished
-    return _sha1(json.dumps(dict(split=split, content=content), sort_keys=True)), content
+    # not how the run is spelled: an option that becomes a config default keeps it finished
+    return _sha1(json.dumps(dict(split=split, content=content), sort_keys=True))
 
 
 def make_spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: int,
@@ -145,9 +143,9 @@ def make_spec(study: str, label: str, config: str, bits: Tuple[int, int], seed: 
     opts.update(split_options(cfg, split))
     opts.update(extra)
     name = f'{study}_{MODEL}_{label}_w{bits[0]}a{bits[1]}_s{seed}_{split}'
-    fingerprint, content = run_hashes(config, opts, split)
     return RunSpec(name=name, study=study, config=config, split=split, seed=seed, bits=bits,
-                   variant=variant, cfg_options=opts, fingerprint=fingerprint, content=content)
+                   variant=variant, cfg_options=opts,
+                   fingerprint=run_fingerprint(config, opts, split))
 
 
 def build_matrix(study: str, split: str, seeds: Optional[List[int]],
@@ -224,18 +222,13 @@ def git_commit(paths: List[str], message: str) -> None:
 
 
 def finished_twins(runs_dir: str) -> Dict[str, str]:
-    """Content hash -> committed folder, for every committed run still current."""
+    """Fingerprint -> committed folder of every finished run (equal fingerprint, same run)."""
     twins: Dict[str, str] = {}
     for name in sorted(os.listdir(runs_dir)) if osp.isdir(runs_dir) else []:
         folder = osp.join(runs_dir, name)
         stored = read_json(osp.join(folder, 'run_spec.json'))
-        if stored is None or not osp.isfile(osp.join(folder, 'result.json')) \
-                or not osp.isfile(osp.join(ROOT, stored.get('config', ''))):
-            continue
-        fingerprint, content = run_hashes(stored['config'], stored['cfg_options'],
-                                          stored['split'])
-        if fingerprint == stored.get('fingerprint'):
-            twins.setdefault(content, folder)
+        if stored is not None and osp.isfile(osp.join(folder, 'result.json')):
+            twins.setdefault(stored.get('fingerprint'), folder)
     return twins
 
 
