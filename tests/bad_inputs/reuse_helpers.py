@@ -23,6 +23,8 @@ from helpers import TINY_PTQ_LOADERS
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DATA = dict(seed=1, num_train=2, num_val=6, num_calib=4, img_size=96)
 MARKER_NAME = 'PWNED_MARKER'
+DETPTQ_BASE = 'configs/demo/yolov6n_demo_detptq_w4a8.py'
+MINMAX_BASE = 'configs/demo/yolov6n_demo_minmax_w8a8.py'
 
 _DATA_CFG = """
 data_root = '{data}/'
