@@ -89,6 +89,14 @@ def write_v7_config(path: Path, data: Path, ckpt: Path) -> Path:
     return path
 
 
+def tiny_env(tmp: Path) -> dict:
+    """Tiny data, a checkpoint and the DetPTQ config in ``tmp`` (the bad-input files' fixture)."""
+    data = make_tiny_data(tmp / 'data')
+    ckpt = make_checkpoint(tmp / 'fp.pth')
+    detptq = write_config(tmp / 'detptq.py', DETPTQ_BASE, data, ckpt, DETPTQ_EXTRA)
+    return dict(tmp=tmp, data=data, ckpt=ckpt, detptq=detptq)
+
+
 def tool_env(cache: Path) -> dict:
     """Environment of a tool run: own FP-metrics cache, one thread, unbuffered output."""
     return {**os.environ, 'DETPTQ_CACHE': str(cache), 'OMP_NUM_THREADS': '1',

@@ -15,19 +15,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from reuse_helpers import (DETPTQ_BASE, DETPTQ_EXTRA, MINMAX_BASE,  # noqa: E402
-                           assert_clean_error, combined, make_checkpoint, make_tiny_data,
-                           run_tool, write_config, write_malicious, write_v7_config)
+from reuse_helpers import (MINMAX_BASE, assert_clean_error, combined,  # noqa: E402
+                           make_checkpoint, run_tool, tiny_env, write_config, write_malicious,
+                           write_v7_config)
 
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
     """Tiny data, a checkpoint and the DetPTQ config (nothing run yet)."""
-    tmp = tmp_path_factory.mktemp('checkpoints')
-    data = make_tiny_data(tmp / 'data')
-    ckpt = make_checkpoint(tmp / 'fp.pth')
-    detptq = write_config(tmp / 'detptq.py', DETPTQ_BASE, data, ckpt, DETPTQ_EXTRA)
-    return dict(tmp=tmp, data=data, ckpt=ckpt, detptq=detptq)
+    return tiny_env(tmp_path_factory.mktemp('checkpoints'))
 
 
 def test_fp_metrics_follow_annotation_and_checkpoint_bytes(env):

@@ -18,22 +18,18 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from reuse_helpers import (DETPTQ_BASE, DETPTQ_EXTRA, assert_clean_error,  # noqa: E402
-                           combined, make_checkpoint, make_tiny_data, run_tool, run_until,
-                           tool_env, write_config)
+from reuse_helpers import (assert_clean_error, combined, run_tool, run_until,  # noqa: E402
+                           tiny_env, tool_env)
 
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
     """Tiny data, a checkpoint, the DetPTQ config and a finished DetPTQ run."""
-    tmp = tmp_path_factory.mktemp('reuse')
-    data = make_tiny_data(tmp / 'data')
-    ckpt = make_checkpoint(tmp / 'fp.pth')
-    detptq = write_config(tmp / 'detptq.py', DETPTQ_BASE, data, ckpt, DETPTQ_EXTRA)
-    proc = run_tool('quantize.py', [detptq, '--work-dir', tmp / 'base'], tmp, tmp / 'cache')
+    env = tiny_env(tmp_path_factory.mktemp('reuse'))
+    tmp = env['tmp']
+    proc = run_tool('quantize.py', [env['detptq'], '--work-dir', tmp / 'base'], tmp, tmp / 'cache')
     assert proc.returncode == 0, combined(proc)[-3000:]
-    return dict(tmp=tmp, data=data, ckpt=ckpt, detptq=detptq, base=tmp / 'base',
-                base_log=combined(proc))
+    return dict(env, base=tmp / 'base', base_log=combined(proc))
 
 
 def rerun_in_copy(env, name: str, *extra_args, config=None) -> tuple:
