@@ -214,7 +214,7 @@ def test_lr_choice_takes_the_best_mean_over_every_method(board, tmp_path):
 
 def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
     """The ablation's plain DetPTQ equals the lr study's run at the chosen lr: reuse it."""
-    config = 'configs/board/detptq.py'
+    config = board_runs.ABLATION_CONFIG
     lr = board_runs.load_config(config).recon_cfg.lr_round
     ran = board_runs.make_spec('lr', 'detptq_lr', config, (4, 4), 0, 'tune',
                                {'recon_cfg.lr_round': lr})
@@ -240,7 +240,7 @@ def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
 def test_ablation_choice_takes_the_best_odol_variant_and_reports_a_better_control(tmp_path):
     """Only variants with both bit widths compete; a fixed-p control is reported, not chosen."""
     maps = {('detptq', 4): [0.40, 0.44], ('detptq', 8): [0.60], ('brecq_base', 4): [0.50],
-            ('brecq_base', 8): [0.64], ('cumulative', 4): [0.90], ('fixed_p2', 4): [0.55],
+            ('brecq_base', 8): [0.64], ('brecq_base_cumulative', 4): [0.90], ('fixed_p2', 4): [0.55],
             ('fixed_p2', 8): [0.65]}
     folders = []
     for (variant, a_bits), values in maps.items():
@@ -253,6 +253,20 @@ def test_ablation_choice_takes_the_best_odol_variant_and_reports_a_better_contro
             folders.append(str(folder))
     text = board_runs.ablation_choice(folders)
     assert '| detptq | 0.420 | 0.600 | 0.510 |' in text  # mean of two seeds at W4A4
-    assert '| cumulative | 0.900 | - | - |' in text  # W4A8 missing: does not compete
+    assert '| brecq_base_cumulative | 0.900 | - | - |' in text  # W4A8 missing: does not compete
     assert 'Default on this split: `brecq_base` (best mean mAP 0.570' in text
     assert 'The control `fixed_p2` without the ODOL p search scores higher (0.600)' in text
+
+
+def test_the_detptq_default_is_the_variant_the_committed_ablation_chose():
+    """configs/board/detptq.py merges to the chosen variant of the published method."""
+    default = board_runs.make_spec('board', 'detptq', 'configs/board/detptq.py', (4, 4), 0,
+                                   'tune', {})
+    chosen = board_runs.make_spec('ablation', board_runs.DEFAULT_VARIANT,
+                                  board_runs.ABLATION_CONFIG, (4, 4), 0, 'tune',
+                                  board_runs.ABLATION[board_runs.DEFAULT_VARIANT])
+    assert default.fingerprint == chosen.fingerprint
+    runs = sorted(str(p) for p in (ROOT / 'results' / 'runs').glob('ablation_*'))
+    assert runs, 'no committed ablation runs'
+    verdict = board_runs.ablation_choice(runs)
+    assert f'Default on this split: `{board_runs.DEFAULT_VARIANT}`' in verdict, verdict
