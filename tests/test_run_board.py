@@ -240,8 +240,8 @@ def test_a_run_with_the_same_merged_config_is_reused_not_rerun(board, tmp_path):
 def test_ablation_choice_takes_the_best_odol_variant_and_reports_a_better_control(tmp_path):
     """Only variants with both bit widths compete; a fixed-p control is reported, not chosen."""
     maps = {('detptq', 4): [0.40, 0.44], ('detptq', 8): [0.60], ('brecq_base', 4): [0.50],
-            ('brecq_base', 8): [0.64], ('brecq_base_cumulative', 4): [0.90], ('fixed_p2', 4): [0.55],
-            ('fixed_p2', 8): [0.65]}
+            ('brecq_base', 8): [0.64], ('brecq_base_cumulative', 4): [0.90],
+            ('fixed_p2', 4): [0.55], ('fixed_p2', 8): [0.65]}
     folders = []
     for (variant, a_bits), values in maps.items():
         for seed, value in enumerate(values):
