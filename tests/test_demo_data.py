@@ -154,3 +154,35 @@ def test_demo_config_matches_the_generator() -> None:
     assert cfg.tune_evaluator.ann_file == cfg.data_root + 'annotations/instances_tune.json'
     assert cfg.eval_split == 'val'
     assert cfg.demo_data.img_size == cfg.img_scale[0] == cfg.img_scale[1]
+
+
+def test_only_the_splits_a_run_reads_are_generated(tmp_path) -> None:
+    part = tmp_path / 'part'
+    ensure_demo_dataset(part, seed=3, splits=['val', 'calib'], **SMALL)
+    assert sorted(p.name for p in (part / 'images').iterdir()) == ['calib', 'val']
+    assert is_demo_dataset_complete(part, seed=3, splits=['calib', 'val'], **SMALL)
+    assert not is_demo_dataset_complete(part, seed=3, **SMALL)
+    stamps = {p: p.stat().st_mtime_ns for p in part.rglob('*.jpg')}
+    ensure_demo_dataset(part, seed=3, splits=['train'], **SMALL)  # a later training run
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # val/calib untouched
+    ensure_demo_dataset(part, seed=3, **SMALL)
+    make_demo_dataset(tmp_path / 'all', seed=3, workers=1, **SMALL)
+    assert digest(part) == digest(tmp_path / 'all')  # same bytes as one full generation
+    with pytest.raises(ValueError, match='trian'):
+        ensure_demo_dataset(part, seed=3, splits=['trian'], **SMALL)
+
+
+def test_check_data_generates_only_what_the_tool_reads(tmp_path) -> None:
+    from mmengine.config import Config
+
+    from detptq.engine.config_utils import check_data
+    cfg = Config.fromfile('configs/demo/yolov6n_demo_detptq_w4a8.py')
+    cfg.demo_data.update(SMALL)
+    cfg.num_calib_images = SMALL['num_calib']
+    root = str(tmp_path / 'data') + '/'
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader', 'calib_dataloader'):
+        cfg[key].dataset.data_root = root
+    cfg.data_root = root
+    cfg.test_evaluator.ann_file = root + 'annotations/instances_val.json'
+    check_data(cfg, ['test_dataloader', 'calib_dataloader'])
+    assert sorted(p.name for p in (tmp_path / 'data' / 'images').iterdir()) == ['calib', 'val']

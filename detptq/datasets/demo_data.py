@@ -24,7 +24,7 @@ import multiprocessing
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -146,11 +146,13 @@ def _manifest(common: dict, counts: Dict[str, int], old: Optional[dict],
 def make_demo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 4000,
                       num_val: int = 500, num_calib: int = 256, img_size: int = 320,
                       workers: int | None = None, progress: bool = False,
-                      num_tune: int | None = None, force: bool = False) -> dict:
+                      num_tune: int | None = None, force: bool = False,
+                      splits: Optional[Iterable[str]] = None) -> dict:
     """Generate (or complete) the data set in out_dir if that is safe; return the manifest.
 
     Only an empty/new folder or one this generator wrote (see ``demo_folder``)
-    is touched; ``force`` regenerates a set made with other settings. Raises
+    is touched; ``force`` regenerates a set made with other settings;
+    ``splits`` (default: all) limits the work to the splits named. Raises
     DemoDataError naming the folder otherwise.
     """
     out = Path(out_dir)
@@ -164,7 +166,7 @@ def make_demo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_train: int 
     except OSError as err:
         raise DemoDataError(f'cannot create the demo data folder {out}: {err.strerror}') from err
     with _exclusive_lock(out):
-        plan = plan_generation(out, common, counts, force=force)
+        plan = plan_generation(out, common, counts, force=force, only=splits)
         if plan.reason:
             print_log(f'demo data: {plan.reason}', logger='current',
                       level=logging.WARNING if plan.loud else logging.INFO)
@@ -240,8 +242,9 @@ def _worker_map(workers: int) -> Iterator:
 
 def is_demo_dataset_complete(root: str | os.PathLike, seed: int = 0, num_train: int = 4000,
                              num_val: int = 500, num_calib: int = 256, img_size: int = 320,
-                             num_tune: int | None = None) -> bool:
-    """True if root holds a finished data set generated with these parameters."""
+                             num_tune: int | None = None,
+                             splits: Optional[Iterable[str]] = None) -> bool:
+    """True if root holds a finished data set generated with these parameters (``splits``: only those)."""
     root = Path(root)
     manifest = read_manifest(root)
     if manifest is None:
@@ -251,8 +254,11 @@ def is_demo_dataset_complete(root: str | os.PathLike, seed: int = 0, num_train: 
         return False
     finished = manifest.get('files') or {}
     counts = _split_counts(num_train, num_val, num_calib, num_tune)
-    return all(finished.get(split) == n and manifest.get(f'num_{split}') == n
-               and not missing_files(root, split, n) for split, n in counts.items())
+    if any(manifest.get(f'num_{split}') != n for split, n in counts.items()):
+        return False
+    needed = counts if splits is None else {s: counts[s] for s in splits}
+    return all(finished.get(split) == n and not missing_files(root, split, n)
+               for split, n in needed.items())
 
 
 @contextmanager
@@ -270,11 +276,19 @@ def _exclusive_lock(folder: Path) -> Iterator[None]:
 def ensure_demo_dataset(root: str | os.PathLike | None = None, seed: int = 0,
                         num_train: int = 4000, num_val: int = 500, num_calib: int = 256,
                         img_size: int = 320, workers: int | None = None,
-                        progress: bool = False, num_tune: int | None = None) -> str:
-    """Generate or complete the demo data set in root (default: default_demo_root()) when that is safe; return root."""
+                        progress: bool = False, num_tune: int | None = None,
+                        splits: Optional[Iterable[str]] = None) -> str:
+    """Generate or complete the demo data set in root (default: default_demo_root()) when that is safe; return root.
+
+    ``splits`` (default: all) are the splits the caller reads; only those are
+    generated now, the others when a later run needs them.
+    """
     root = Path(root) if root is not None else default_demo_root()
+    unknown = sorted(set(splits or ()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f'unknown demo data split(s) {unknown}; the splits are {list(SPLITS)}')
     params = dict(seed=seed, num_train=num_train, num_val=num_val, num_calib=num_calib,
                   img_size=img_size, num_tune=num_tune)
-    if not is_demo_dataset_complete(root, **params):  # read-only fast path first
-        make_demo_dataset(root, workers=workers, progress=progress, **params)
+    if not is_demo_dataset_complete(root, splits=splits, **params):  # read-only fast path first
+        make_demo_dataset(root, workers=workers, progress=progress, splits=splits, **params)
     return str(root)

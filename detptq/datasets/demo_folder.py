@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from detptq.utils.cli import UserInputError
 
@@ -114,22 +114,25 @@ def _settings_text(values: dict) -> str:
 
 
 def plan_generation(root: Path, params: dict, splits: Dict[str, int],
-                    force: bool = False) -> GenerationPlan:
+                    force: bool = False, only: Optional[Iterable[str]] = None) -> GenerationPlan:
     """Decide which splits to build in ``root`` for ``params``; refuse (DemoDataError) when unsafe.
 
     ``params`` holds the common settings (COMMON_KEYS), ``splits`` the wanted
-    image count per split. ``force`` replaces a data set the generator made
+    image count per split. ``only`` (default: all) names the splits the caller
+    needs now; the others are left as they are, built or not (a PTQ run needs
+    no training images). ``force`` replaces a data set the generator made
     with other settings (still never a foreign file).
     """
+    needed = set(splits if only is None else only)
     plan = GenerationPlan(root=root)
     if root.exists() and not root.is_dir():
         raise DemoDataError(f'{root} is a file, not a folder; choose another folder for the '
                             'demo data set')
     entries = [e.name for e in os.scandir(root) if e.name != LOCK_FILE] if root.is_dir() else []
     if not entries:
-        plan.build = list(splits)
+        plan.build = [s for s in splits if s in needed]
         plan.reason = (f'generating the demo data set in {root} ('
-                       + ', '.join(f'{s} {n}' for s, n in splits.items()) + ' images)')
+                       + ', '.join(f'{s} {splits[s]}' for s in plan.build) + ' images)')
         return plan
     manifest = read_manifest(root)
     plan.old_manifest = manifest
@@ -162,7 +165,10 @@ def plan_generation(root: Path, params: dict, splits: Dict[str, int],
     finished = manifest.get('files') or {}
     broken = []
     for split, count in splits.items():
-        if force:
+        if split not in needed:  # not checked now: checked when a run needs it
+            if split in finished:
+                plan.keep.append(split)
+        elif force:
             plan.build.append(split)
         elif split not in finished:
             plan.build.append(split)

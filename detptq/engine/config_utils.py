@@ -7,11 +7,12 @@ key or value instead of a traceback minutes into the run.
 from __future__ import annotations
 
 import ast
+import re
 import os
 import os.path as osp
 import traceback
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from mmengine.config import Config, DictAction
 
@@ -138,7 +139,22 @@ def set_data_root(cfg: Config, data_root: str, given_by_user: bool = True) -> No
         evaluator.ann_file = osp.join(data_root, ann.lstrip('/'))
 
 
-def _prepare_demo_data(cfg: Config, demo: dict) -> None:
+def _demo_splits(cfg: Config, keys: Iterable[str]) -> Optional[List[str]]:
+    """The demo splits the loaders ``keys`` read (None: some loader reads another file, so all)."""
+    from detptq.datasets.demo_data import SPLITS
+    splits = []
+    for key in keys:
+        loader = cfg.get(key)
+        ann = (loader.dataset.get('ann_file') or '') if loader is not None else ''
+        match = re.fullmatch(r'(?:.*/)?instances_(\w+)\.json', ann)
+        if loader is not None and (match is None or match.group(1) not in SPLITS):
+            return None
+        if match is not None and match.group(1) not in splits:
+            splits.append(match.group(1))
+    return splits
+
+
+def _prepare_demo_data(cfg: Config, demo: dict, splits: Optional[List[str]]) -> None:
     """Generate or repair the demo data set where that is allowed; never write elsewhere.
 
     Rule: the generator runs on its own only in the configured root (the
@@ -161,7 +177,7 @@ def _prepare_demo_data(cfg: Config, demo: dict) -> None:
             f'automatically only in {default_demo_root()} ($DETPTQ_DEMO_DATA): to generate it '
             f'here run `python tools/make_demo_data.py --out {given}`, or drop --data-root')
     if (empty and not given) or read_manifest(Path(root)) is not None:
-        ensure_demo_dataset(root, **demo)
+        ensure_demo_dataset(root, splits=splits, progress=True, **demo)
 
 
 def check_data(cfg: Config, keys: Iterable[str], min_images: Optional[dict] = None) -> None:
@@ -174,8 +190,8 @@ def check_data(cfg: Config, keys: Iterable[str], min_images: Optional[dict] = No
     the images the run needs from it (default 1).
     """
     demo = cfg.get('demo_data')
-    if demo is not None:
-        _prepare_demo_data(cfg, demo)
+    if demo is not None:  # only the splits this run reads: a PTQ run needs no training images
+        _prepare_demo_data(cfg, demo, _demo_splits(cfg, keys))
     min_images = min_images or {}
     for key in keys:
         loader = cfg.get(key)
