@@ -9,7 +9,8 @@ import torch
 
 from detptq.quantization import CFWSWeightQuantizer, iter_quantizers
 from detptq.quantization.calibrators.lp_search import LpSearchCalibrator
-from detptq.reconstruction import ODOL, PSearchConfig, search_p
+from detptq.reconstruction import ODOL, PSearchConfig, search_p, unit_p_map
+from detptq.reconstruction.p_search import loss_p_keys
 from detptq.reconstruction.adaround import AdaRoundQuantizer
 from detptq.reconstruction.recon_config import ReconConfig
 from detptq.registry import RECONSTRUCTORS
@@ -108,6 +109,34 @@ def test_p_use_scale_only_or_loss_only(setup, tmp_path, p_use):
         assert {s['unit']: s['p'] for s in stats} == {n: layers[n]['weight']['p'] for n in layers}
         assert torch.equal(q.neck.weight_quantizer.scale, calibrated)
     assert not torch.equal(searched, calibrated)
+
+
+def test_loss_only_searches_just_the_p_the_units_read_with_the_same_result(setup, tmp_path):
+    q, data = setup
+    units = [('backbone', q.backbone), ('neck', q.neck), ('cls_pred', q.cls_pred),
+             ('reg_pred', q.reg_pred)]
+    order = ['backbone.0', 'backbone.2', 'neck', 'cls_pred', 'reg_pred']
+    keys = loss_p_keys(q, units, order)
+    assert keys == [('backbone.2', 'weight'), ('neck', 'weight'), ('cls_pred', 'weight'),
+                    ('reg_pred', 'weight')]
+    cfg = PSearchConfig(progress=False)
+    full_report, part_report = {}, {}
+    full = search_p(q, data, dense_fn, cfg, report=full_report)
+    part = search_p(q, data, dense_fn, cfg, report=part_report, only=keys)
+    assert sorted((n, k) for n, kinds in part.items() for k in kinds) == sorted(keys)
+    for name, kind in keys:
+        assert part[name][kind] == full[name][kind]  # p, scale and every ODOL value, exactly
+    assert unit_p_map(units, part, order) == unit_p_map(units, full, order)
+    assert part_report['evaluated_candidates'] < full_report['evaluated_candidates'] / 2
+    # the other uses of p* need every quantizer: p_use='scale+loss' searches all of them
+    for p_use, searched in (('loss', 5), ('scale+loss', 10)):  # 5 one-layer units
+        recon = RECONSTRUCTORS.build(dict(
+            type='DetPTQReconstructor', mode='brecq', iters=2, batch_size=3, progress=False,
+            p_use=p_use, p_search=dict(progress=False)))
+        recon(copy.deepcopy(q), data, work_dir=str(tmp_path / p_use), dense_fn=dense_fn)
+        with open(tmp_path / p_use / 'p_search.json') as f:
+            layers = json.load(f)['layers']
+        assert sum(len(kinds) for kinds in layers.values()) == searched, p_use
 
 
 def reparam_like_kernel() -> torch.Tensor:

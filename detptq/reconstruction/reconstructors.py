@@ -29,8 +29,8 @@ from detptq.registry import RECONSTRUCTORS
 from detptq.utils.fingerprint import Fingerprint
 from .block_reconstruction import reconstruct
 from .loss_history import save_loss_curves
-from .p_search import (PSearchConfig, apply_p_search, default_dense_fn, search_p,
-                       unit_p_map)
+from .p_search import (PSearchConfig, apply_p_search, default_dense_fn, loss_p_keys,
+                       search_p, unit_p_map)
 from .p_search_report import load_p_search, save_p_search
 from .partition import partition_units
 from .recon_config import ReconConfig
@@ -149,15 +149,23 @@ class DetPTQReconstructor(BlockReconstructor):
     def p_map(self, model_q, units, calib, forward_fn, dense_fn, work_dir, resume,
               fingerprint):
         json_path = os.path.join(work_dir, P_SEARCH_JSON) if work_dir else None
-        search_fp = fingerprint.without(['partition']).with_parts(
-            p_search_cfg={k: v for k, v in asdict(self.p_cfg).items() if k != 'progress'},
-            p_search_images=self.p_search_images)
+        layer_order = only = None
+        if self.p_use == 'loss' and self.p_rule == 'last' and self.p_cfg.context == 'alone':
+            # only each unit's last layer's p* is read, and searched alone it does not
+            # depend on the others: search just those (a fraction of the cost)
+            layer_order = self._layer_order(model_q, units, calib, forward_fn)
+            only = loss_p_keys(model_q, units, layer_order, self.p_cfg.kinds)
+        parts = dict(p_search_cfg={k: v for k, v in asdict(self.p_cfg).items() if k != 'progress'},
+                     p_search_images=self.p_search_images)
+        if only is not None:  # a part only when set: full searches keep their fingerprint
+            parts['p_search_only'] = [list(key) for key in only]
+        search_fp = fingerprint.without(['partition']).with_parts(**parts)
         self.results = self._reusable_p_search(json_path, search_fp) if resume else None
         if self.results is None:
             batches = calib.first(self.p_search_images, whole_batches=True)
             report: Dict[str, Any] = {}
             self.results = search_p(model_q, batches, dense_fn or default_dense_fn, self.p_cfg,
-                                    report=report)
+                                    report=report, only=only)
             if json_path:
                 report.update(fingerprint=search_fp.digest, fingerprint_parts=search_fp.parts)
                 save_p_search(self.results, json_path,
@@ -166,9 +174,14 @@ class DetPTQReconstructor(BlockReconstructor):
             apply_p_search(model_q, self.results)
         if self.p_use == 'scale':
             return None
-        _, _, layer_order = trace_execution(model_q, units, calib[0],
-                                            forward_fn or default_forward)
+        if layer_order is None:
+            layer_order = self._layer_order(model_q, units, calib, forward_fn)
         return unit_p_map(units, self.results, layer_order, self.p_rule, self.cfg.p)
+
+    @staticmethod
+    def _layer_order(model_q, units, calib, forward_fn) -> List[str]:
+        """Quant layer names in execution order (one forward of the first batch)."""
+        return trace_execution(model_q, units, calib[0], forward_fn or default_forward)[2]
 
     @staticmethod
     def _reusable_p_search(json_path: Optional[str], search_fp: Fingerprint
