@@ -59,8 +59,10 @@ def test_tune_split_and_ablation_variants_change_one_option_each(board):
         base = {k for k in s.cfg_options if not k.startswith('recon_cfg.p') and
                 k not in ('recon_cfg.mode',)}
         extra = set(s.cfg_options) - base
-        # round 2 changes one option of the BRECQ-base variant
+        # round 2 changes one option of the BRECQ-base variant, round 3's ODOL axes one
+        # option of the round-2 winner (BRECQ base + p for the loss only)
         assert len(extra) == (0 if s.variant == 'detptq' else
+                              3 if s.variant.startswith('brecq_base_p_loss_only_') else
                               2 if s.variant.startswith('brecq_base_') else 1), s.name
     assert 'test_dataloader.dataset.ann_file' not in \
         board.build_matrix('board', 'val', [0], {})[0].cfg_options

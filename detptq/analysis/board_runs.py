@@ -46,12 +46,16 @@ for _name, _opts in {'fixed_p2': {'recon_cfg.p_search.fixed_p': 2.0},
                      'p_scale_only': {'recon_cfg.p_use': 'scale'},
                      'p_loss_only': {'recon_cfg.p_use': 'loss'},
                      'cumulative': {'recon_cfg.p_search.context': 'cumulative'},
-                     'fixed_p2.4': {'recon_cfg.p_search.fixed_p': 2.4},
-                     'p_rule_mean': {'recon_cfg.p_rule': 'mean'},
+                     'fixed_p2.4': {'recon_cfg.p_search.fixed_p': 2.4}}.items():
+    ABLATION[f'brecq_base_{_name}'] = {**BRECQ_BASE, **_opts}
+# Round 3's other ODOL axes change one option of the round-2 winner (the default), so
+# each answers "does this help the default?" rather than "does it help a variant it beat"
+LOSS_ONLY = ABLATION['brecq_base_p_loss_only']
+for _name, _opts in {'p_rule_mean': {'recon_cfg.p_rule': 'mean'},
                      'psearch_32img': {'recon_cfg.p_search_images': 32},
                      'odol_cls2': {'recon_cfg.p_search.cls_weight': 2.0},
                      'odol_box2': {'recon_cfg.p_search.box_weight': 2.0}}.items():
-    ABLATION[f'brecq_base_{_name}'] = {**BRECQ_BASE, **_opts}
+    ABLATION[f'brecq_base_p_loss_only_{_name}'] = {**LOSS_ONLY, **_opts}
 ABLATION_BITS = ((4, 4), (4, 8))
 # controls without the ODOL p search: they can show it does not help, not become DetPTQ's default
 ABLATION_CONTROLS = ('fixed_p2', 'brecq_base_fixed_p2', 'brecq_base_fixed_p2.4')
