@@ -25,7 +25,7 @@ def board():
 
 def test_board_matrix_seeds_bits_and_one_schedule(board):
     specs = board.build_matrix('board', 'val', None, {})
-    assert len(specs) == 9 * 3 + 9 * 3 + 9 and len({s.name for s in specs}) == len(specs)
+    assert len(specs) == len(board_runs.BOARD_METHODS) * (3 + 3 + 1) and len({s.name for s in specs}) == len(specs)
     w8 = [s for s in specs if s.bits == (8, 8)]
     assert {s.seed for s in w8} == {0} and {s.seed for s in specs if s.bits == (4, 4)} == {0, 1, 2}
     schedules = set()
@@ -41,7 +41,8 @@ def test_board_matrix_seeds_bits_and_one_schedule(board):
         else:
             assert s.name.split('_')[3] in ('minmax', 'mse', 'kl', 'cfws')
     assert len(schedules) == 1  # one schedule and learning rate for every method
-    assert board_runs.load_config('configs/board/detptq_cfws.py').quant_cfg.cfws == 'reparam'
+    for method in ('detptq_cfws', 'brecq_cfws'):
+        assert board_runs.load_config(f'configs/board/{method}.py').quant_cfg.cfws == 'reparam'
     # seed 0 and seed 1 of a method are different specs; the same spec hashes the same
     again = board.build_matrix('board', 'val', None, {})
     assert [s.fingerprint for s in again] == [s.fingerprint for s in specs]
@@ -92,8 +93,9 @@ def test_finished_runs_are_skipped_and_committed(board, tmp_path):
                            str(tmp_path / 'work'), '--results', str(tmp_path / 'results')],
                           capture_output=True, text=True, check=True, cwd=ROOT)
     lines = proc.stdout.splitlines()
-    assert f'{spec.name}: done (committed)' in lines[0] and len(lines) == 10
-    assert all('would be starting' in line for line in lines[1:9])
+    n_methods = len(board_runs.BOARD_METHODS)  # one W4A8 seed-0 run each, then a summary
+    assert f'{spec.name}: done (committed)' in lines[0] and len(lines) == n_methods + 1
+    assert all('would be starting' in line for line in lines[1:n_methods])
     # the study's table lists every finished run, whatever --only selects
     specs = board.build_matrix('board', 'val', [0], {})
     assert board.finished_folders(specs, str(tmp_path / 'work'),
