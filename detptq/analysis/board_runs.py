@@ -30,7 +30,6 @@ MODEL = 'yolov6n_demo'
 # brecq_cfws is the control for detptq_cfws: CFWS + reconstruction without the ODOL p search
 BOARD_METHODS = ('minmax', 'mse', 'kl_improved', 'kl_cfws', 'adaround', 'brecq', 'qdrop',
                  'detptq', 'detptq_cfws', 'brecq_cfws')
-RECON_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq', 'detptq_cfws', 'brecq_cfws')
 SEEDS = (0, 1, 2)
 BITS_SEEDS = (((4, 8), SEEDS), ((4, 4), SEEDS), ((8, 8), (0,)))
 # DetPTQ ablation (docs/detptq_study.md): one option each, on the published method
