@@ -154,7 +154,8 @@ def plot(groups: List[dict], png: str) -> None:
     ax.set_xticks(range(len(settings)))
     ax.set_xticklabels([' '.join(x for x in s if x) for s in settings], fontsize=8)
     ax.set_ylabel('COCO mAP (mean, error bar: 1 std over seeds)')
-    ax.legend(fontsize=7, ncol=2, loc='lower left')
+    # Outside the axes: inside, it covered the first setting's bars.
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.005, 1.0))
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
