@@ -61,7 +61,7 @@ ABLATION_BITS = ((4, 4), (4, 8))
 ABLATION_CONTROLS = ('fixed_p2', 'brecq_base_fixed_p2', 'brecq_base_fixed_p2.4')
 # the variant configs/_base_/ptq/detptq.py (our DetPTQ default) spells out; a test checks both
 DEFAULT_VARIANT = 'brecq_base_p_loss_only'
-LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+LR_VALUES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 LR_METHODS = ('adaround', 'brecq', 'qdrop', 'detptq')
 # the lr study ran before the default was chosen: its DetPTQ is the published one
 LR_CONFIGS = {'detptq': 'detptq_paper'}
